@@ -1,0 +1,122 @@
+"""One entry point for data: `load("toxicchat_human:train")`, `load("my.jsonl")` or `load(DataSpec(...))`.
+
+A spec names a registered dataset (optionally `name:split`) or a local file (with a column mapping), plus
+an optional seeded sample and a mixture weight. `load_mixture` combines several specs by weight.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from guardtune.data import registry, splits
+from guardtune.data.example import Example
+from guardtune.data.files import load_file
+from guardtune.data.intake import Intake, IntakeReport
+from guardtune.paths import ENV, data_root
+
+FILE_SUFFIXES = (".jsonl", ".ndjson", ".csv", ".tsv", ".parquet")
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    name: str | None = None  # a registered dataset, optionally "name:split"
+    split: str | None = None
+    path: str | None = None  # or a local file
+    columns: dict[str, str] = field(default_factory=dict)
+    labels: dict[str, dict] = field(default_factory=dict)
+    categories: str = "canonical"
+    language: str | None = None
+    sample: int | None = None  # a seeded sample of this many rows
+    seed: int = 0
+    weight: float = 1.0  # mixture weight
+
+    def __post_init__(self) -> None:
+        if (self.name is None) == (self.path is None):
+            raise ValueError("a data spec needs exactly one of `name` (a registered dataset) or `path` (a file)")
+        if self.name and ":" in self.name and self.split is None:
+            name, split = self.name.split(":", 1)
+            object.__setattr__(self, "name", name)
+            object.__setattr__(self, "split", split)
+
+    @classmethod
+    def parse(cls, value: str | dict | DataSpec) -> DataSpec:
+        """'name', 'name:split', a file path, or a dict of fields (unknown keys are errors)."""
+        if isinstance(value, DataSpec):
+            return value
+        if isinstance(value, dict):
+            known = {f.name for f in fields(cls)}
+            unknown = sorted(set(value) - known)
+            if unknown:
+                raise KeyError(f"unknown data spec key {unknown[0]!r}; known: {', '.join(sorted(known))}")
+            return cls(**value)
+        if looks_like_file(value):
+            return cls(path=value)
+        return cls(name=value)
+
+    @property
+    def label(self) -> str:
+        text = self.path or f"{self.name}:{self.split or 'all'}"
+        return text + (f" (sample {self.sample}, seed {self.seed})" if self.sample is not None else "")
+
+
+def looks_like_file(value: str) -> bool:
+    name = value.lower().removesuffix(".xz").removesuffix(".gz").removesuffix(".bz2")
+    return name.endswith(FILE_SUFFIXES) or Path(value).is_file()
+
+
+@dataclass
+class Loaded:
+    examples: list[Example]
+    report: IntakeReport
+    label: str
+
+
+def _read_registered(spec: DataSpec, intake: Intake) -> None:
+    info = registry.get(spec.name)
+    split = spec.split or "all"
+    if split not in info.all_splits:
+        raise KeyError(f"{spec.name} has no split {split!r}; choose from {', '.join(info.all_splits)}")
+    root = data_root()
+    if not info.available(root) and info.kind == "local":
+        raise FileNotFoundError(
+            f"dataset {spec.name!r} not found: expected the folder {root / info.folder}. Set {ENV} to the folder "
+            f"that holds the dataset folders (currently {root}).")
+    if split in info.splits:
+        info.read(root, split, intake)
+    elif split == "all":
+        for native in (info.base,) if info.base else info.splits:
+            info.read(root, native, intake)
+    else:
+        base = Intake(intake.on_bad_row)
+        base._rejects, base.rejects_path = intake._rejects, intake.rejects_path
+        info.read(root, info.base, base)
+        intake._rejects = base._rejects
+        intake.report.merge(base.report)
+        intake.examples.extend(splits.grouped_split(base.examples, split))
+
+
+def load(spec: str | dict | DataSpec, on_bad_row: str = "error", rejects: str | Path | None = None) -> Loaded:
+    """Load one dataset or file into validated `Example`s, with a reconciled report."""
+    spec = DataSpec.parse(spec)
+    with Intake(on_bad_row, rejects) as intake:
+        if spec.path is not None:
+            load_file(spec.path, intake, spec.columns, spec.labels, spec.categories, spec.language)
+        else:
+            _read_registered(spec, intake)
+    examples = intake.examples
+    if spec.sample is not None:
+        examples = splits.sample(examples, spec.sample, spec.seed)
+    return Loaded(examples, intake.report, spec.label)
+
+
+def load_mixture(specs: list[Any], size: int | None = None, seed: int = 0, on_bad_row: str = "error",
+                 rejects: str | Path | None = None) -> Loaded:
+    """Load several specs and mix them by their weights (see `splits.mixture`)."""
+    loaded = [load(s, on_bad_row, rejects) for s in specs]
+    parts = [(item.examples, DataSpec.parse(s).weight) for item, s in zip(loaded, specs)]
+    report = IntakeReport(rejects_path=str(rejects) if rejects else None)
+    for item in loaded:
+        report.merge(item.report)
+    return Loaded(splits.mixture(parts, size, seed), report, " + ".join(item.label for item in loaded))

@@ -1,0 +1,53 @@
+"""ParaDetox (English) and RuParaDetox (Russian): toxic sentences with crowd-written neutral rewrites.
+
+`rewrite` is the first reference; all references are in `meta["references"]` for multi-reference BLEU/chrF.
+English splits: `all` (the parallel corpus) and `cannot_rewrite` (sentences annotators could not detoxify:
+prompt_harmful = 1 when flagged toxic_content, 0 when flagged not_toxic, otherwise None).
+Russian splits: train / dev / test (test has no references upstream: rewrite None).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from guardtune.data.example import Example, FieldError
+from guardtune.data.intake import Excluded, Intake
+from guardtune.data.reading import read_csv
+
+
+def _parallel(row: dict, text_col: str, ref_cols: tuple[str, ...], language: str, source: str) -> Example:
+    refs = [row[c].strip() for c in ref_cols if c in row and row[c].strip()]
+    return Example(prompt=row[text_col], prompt_harmful=1, rewrite=refs[0] if refs else None, language=language,
+                   source=source, id=row["_id"], group=row["_id"], meta={"references": refs} if refs else {})
+
+
+def _cannot_rewrite(row: dict) -> Example:
+    try:
+        reasons = json.loads(row["OUTPUT:reasons"])
+    except json.JSONDecodeError:
+        raise FieldError("OUTPUT:reasons", f"expected a JSON flag set, got {row['OUTPUT:reasons']!r}") from None
+    text = row["INPUT:toxic_comment"].strip().strip('"').strip()
+    if not text:
+        raise Excluded("empty comment upstream")
+    harmful = 1 if reasons.get("toxic_content") else 0 if reasons.get("not_toxic") else None
+    return Example(prompt=text, prompt_harmful=harmful, language="en",
+                   source="paradetox", id=row["_id"], group=row["_id"], meta={"reasons": sorted(reasons)})
+
+
+def load_en(root: Path, split: str, intake: Intake) -> None:
+    if split == "cannot_rewrite":
+        path = root / "paradetox" / "paradetox_cannot_rewrite.tsv.xz"
+        for where, row in read_csv(path, intake, delimiter="\t"):
+            intake.take(where, {**row, "_id": f"paradetox:cr:{where.index}"}, _cannot_rewrite)
+        return
+    for where, row in read_csv(root / "paradetox" / "paradetox.tsv.xz", intake, delimiter="\t"):
+        intake.take(where, {**row, "_id": f"paradetox:{where.index}"},
+                    lambda r: _parallel(r, "toxic", ("neutral1", "neutral2", "neutral3"), "en", "paradetox"))
+
+
+def load_ru(root: Path, split: str, intake: Intake) -> None:
+    refs = ("neutral_comment1", "neutral_comment2", "neutral_comment3")
+    for where, row in read_csv(root / "ru_paradetox" / f"{split}.tsv.xz", intake, delimiter="\t"):
+        intake.take(where, {**row, "_id": f"ru_paradetox:{split}:{where.index}"},
+                    lambda r: _parallel(r, "toxic_comment", refs, "ru", "ru_paradetox"))

@@ -1,0 +1,186 @@
+"""Readers that keep track of where each row came from (file and line or row number).
+
+They never load a whole file to find lines, read compressed files (.xz, .gz, .bz2) transparently, and
+hand unparseable rows (broken JSON or CSV, invalid UTF-8, oversized lines) to the `Intake`, which raises
+or records them. Parsed rows are yielded as `(Location, dict)`.
+"""
+
+from __future__ import annotations
+
+import bz2
+import csv
+import gzip
+import json
+import lzma
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO, Any
+
+from guardtune.data.intake import Intake, Location
+
+MAX_LINE_BYTES = 1_000_000
+_BAD_BYTES = re.compile("[\udc80-\udcff]")  # what surrogateescape leaves for undecodable bytes
+_OPENERS = {".xz": lzma.open, ".gz": gzip.open, ".bz2": bz2.open}
+
+
+def open_binary(path: str | Path) -> IO[bytes]:
+    path = Path(path)
+    return _OPENERS.get(path.suffix, open)(path, "rb")
+
+
+def data_suffix(path: str | Path) -> str:
+    """'.csv' for 'x.csv.xz'."""
+    suffixes = [s for s in Path(path).suffixes if s not in _OPENERS]
+    return suffixes[-1].lower() if suffixes else ""
+
+
+def iter_lines(path: str | Path, oversized: set[int], max_bytes: int = MAX_LINE_BYTES) -> Iterator[tuple[int, str]]:
+    """(line number, text) with undecodable bytes kept as surrogates. A line over `max_bytes` is read in
+    chunks and skipped (its number goes into `oversized` and an empty line is yielded in its place)."""
+    with open_binary(path) as f:
+        number = 0
+        while True:
+            raw = f.readline(max_bytes + 1)
+            if not raw:
+                return
+            number += 1
+            if len(raw) > max_bytes and not raw.endswith(b"\n"):
+                while raw and not raw.endswith(b"\n"):
+                    raw = f.readline(1 << 20)
+                oversized.add(number)
+                yield number, "\n"
+                continue
+            text = raw.decode("utf-8", errors="surrogateescape")
+            if number == 1:
+                text = text.removeprefix("\ufeff")
+            yield number, text
+
+
+def _bad_bytes_field(row: dict[str, Any]) -> str | None:
+    for key, value in row.items():
+        if isinstance(value, str) and _BAD_BYTES.search(value):
+            return key
+    return None
+
+
+def read_jsonl(path: str | Path, intake: Intake, max_bytes: int = MAX_LINE_BYTES) -> Iterator[tuple[Location, dict]]:
+    oversized: set[int] = set()
+    for number, text in iter_lines(path, oversized, max_bytes):
+        where = Location(str(path), "line", number)
+        if number in oversized:
+            intake.reject(where, None, f"line longer than {max_bytes:,} bytes")
+            continue
+        if not text.strip():
+            continue
+        if _BAD_BYTES.search(text):
+            intake.reject(where, None, "invalid UTF-8", text.encode("utf-8", "surrogateescape").decode("utf-8", "replace"))
+            continue
+        try:
+            row = json.loads(text)
+        except json.JSONDecodeError as err:
+            intake.reject(where, None, f"broken JSON: {err.msg} at column {err.colno}", text)
+            continue
+        if not isinstance(row, dict):
+            intake.reject(where, None, f"expected a JSON object, got {type(row).__name__}", text)
+            continue
+        yield where, row
+
+
+def read_records(path: str | Path, intake: Intake, delimiter: str = ",",
+                 max_bytes: int = MAX_LINE_BYTES) -> Iterator[tuple[Location, list[str]]]:
+    """CSV/TSV records with standard double-quote quoting (a field may span lines), each located by the
+    line it starts on. Blank lines are skipped; undecodable bytes stay as surrogates for the caller."""
+    csv.field_size_limit(max(max_bytes, 131072))
+    oversized: set[int] = set()
+    numbered = iter_lines(path, oversized, max_bytes)
+    current = {"line": 0}
+
+    def lines() -> Iterator[str]:
+        for number, text in numbered:
+            current["line"] = number
+            yield text
+
+    reader = csv.reader(lines(), delimiter=delimiter, strict=True)
+    start = 1
+    while True:
+        try:
+            record = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as err:
+            intake.reject(Location(str(path), "line", start), None, f"broken CSV: {err}")
+            start = current["line"] + 1
+            continue
+        where = Location(str(path), "line", start)
+        start = current["line"] + 1
+        if where.index in oversized:
+            intake.reject(where, None, f"line longer than {max_bytes:,} bytes")
+        elif record:
+            yield where, record
+
+
+def read_csv(
+    path: str | Path,
+    intake: Intake,
+    delimiter: str = ",",
+    fieldnames: list[str] | None = None,
+    max_bytes: int = MAX_LINE_BYTES,
+) -> Iterator[tuple[Location, dict]]:
+    """CSV/TSV rows as dicts. The header is the first record unless `fieldnames` is given; a row with the
+    wrong number of fields or undecodable bytes is handed to the intake."""
+    header = fieldnames
+    for where, record in read_records(path, intake, delimiter, max_bytes):
+        if header is None:
+            header = [h.strip() for h in record]
+            continue
+        if len(record) != len(header):
+            intake.reject(where, None, f"broken CSV: expected {len(header)} fields, got {len(record)}",
+                          delimiter.join(record))
+            continue
+        row = dict(zip(header, record))
+        bad = _bad_bytes_field(row)
+        if bad is not None:
+            intake.reject(where, bad, "invalid UTF-8")
+            continue
+        yield where, row
+
+
+def read_parquet(path: str | Path, intake: Intake) -> Iterator[tuple[Location, dict]]:
+    import pyarrow.parquet as pq
+
+    number = 0
+    for batch in pq.ParquetFile(path).iter_batches(batch_size=4096):
+        for row in batch.to_pylist():
+            number += 1
+            yield Location(str(path), "row", number), row
+
+
+def read_xlsx(path: str | Path, columns: list[str]) -> Iterator[tuple[Location, dict]]:
+    """First sheet, no header; `columns` names the cells of each row."""
+    import openpyxl
+
+    book = openpyxl.load_workbook(path, read_only=True)
+    try:
+        for number, cells in enumerate(book.worksheets[0].iter_rows(values_only=True), start=1):
+            yield Location(str(path), "row", number), dict(zip(columns, cells))
+    finally:
+        book.close()
+
+
+def read_json(path: str | Path) -> Any:
+    with open_binary(path) as f:
+        return json.load(f)
+
+
+def read_table(path: str | Path, intake: Intake, max_bytes: int = MAX_LINE_BYTES) -> Iterator[tuple[Location, dict]]:
+    """Any supported tabular file by extension: .jsonl, .csv, .tsv, .parquet (optionally compressed)."""
+    kind = data_suffix(path)
+    if kind in (".jsonl", ".ndjson"):
+        return read_jsonl(path, intake, max_bytes)
+    if kind in (".csv", ".tsv"):
+        return read_csv(path, intake, "\t" if kind == ".tsv" else ",", max_bytes=max_bytes)
+    if kind == ".parquet":
+        return read_parquet(path, intake)
+    raise ValueError(f"{path}: unsupported file type {kind!r}; use .jsonl, .csv, .tsv or .parquet "
+                     "(optionally .xz/.gz/.bz2 compressed)")

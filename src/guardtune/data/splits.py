@@ -1,0 +1,64 @@
+"""Seeded sampling, grouped hash splits and weighted mixtures: exactly reproducible.
+
+A grouped split assigns each *group* (an item and its translations, a prompt and its responses) to one
+side by a hash of the group id and a seed, so the same rows land in the same split on every machine and
+in every run, whatever the row order, and translations never leak between train and test.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+from collections.abc import Sequence
+
+from guardtune.data.example import Example
+
+DERIVED_SPLITS: dict[str, float] = {"train": 0.7, "validation": 0.1, "test": 0.2}
+
+
+def bucket(group: str, seed: int = 0) -> float:
+    """A stable number in [0, 1) for a group id."""
+    digest = hashlib.sha256(f"{seed}\x00{group}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64
+
+
+def grouped_split(examples: Sequence[Example], split: str, seed: int = 0,
+                  fractions: dict[str, float] = DERIVED_SPLITS) -> list[Example]:
+    """The examples whose group falls in `split` (fractions are taken in order: train, validation, test)."""
+    if split not in fractions:
+        raise KeyError(f"unknown derived split {split!r}; choose from {sorted(fractions)}")
+    low = 0.0
+    for name, share in fractions.items():
+        if name == split:
+            break
+        low += share
+    high = low + fractions[split]
+    return [ex for ex in examples if low <= bucket(ex.group or ex.id or ex.prompt, seed) < high]
+
+
+def sample(examples: Sequence[Example], n: int, seed: int = 0) -> list[Example]:
+    """`n` rows drawn without replacement with a seeded generator, in drawn order; all rows if n >= len."""
+    if n < 0:
+        raise ValueError(f"sample must be >= 0, got {n}")
+    if n >= len(examples):
+        return list(examples)
+    return [examples[i] for i in random.Random(seed).sample(range(len(examples)), n)]
+
+
+def take_weighted(examples: Sequence[Example], n: int, seed: int = 0) -> list[Example]:
+    """`n` rows: whole copies of the data as often as n allows, then a seeded sample for the remainder."""
+    copies, rest = divmod(n, len(examples)) if examples else (0, 0)
+    return list(examples) * copies + sample(examples, rest, seed)
+
+
+def mixture(parts: Sequence[tuple[Sequence[Example], float]], size: int | None = None, seed: int = 0) -> list[Example]:
+    """Mix datasets by weight. Without `size`, each part contributes round(weight * its rows) (so 0.5 halves
+    it, 2 doubles it); with `size`, parts share `size` rows in proportion to their weights."""
+    total_weight = sum(w for _, w in parts)
+    if total_weight <= 0 or any(w < 0 for _, w in parts):
+        raise ValueError("mixture weights must be >= 0 and not all zero")
+    out: list[Example] = []
+    for i, (rows, weight) in enumerate(parts):
+        n = round(size * weight / total_weight) if size is not None else round(weight * len(rows))
+        out.extend(take_weighted(rows, n, seed + i))
+    return out
