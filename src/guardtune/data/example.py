@@ -166,8 +166,13 @@ def to_binary(field_name: str, value: Any, mapping: dict[Any, int] | None = None
 
 
 def split_categories(value: Any) -> list[str] | None:
-    """A category cell: a list, or text separated by commas/semicolons/pipes; empty text is []."""
+    """A category cell: a list, or text separated by commas/semicolons/pipes. An empty cell is None
+    (unlabelled); write `[]` or `none` for "labelled, no category"."""
     if value is None or (isinstance(value, float) and math.isnan(value)):
+        return None
+    if isinstance(value, str) and value.strip().lower() in ("[]", "none"):
+        return []
+    if isinstance(value, str) and not value.strip():
         return None
     if isinstance(value, (list, tuple)):
         return [str(v).strip() for v in value if str(v).strip()]

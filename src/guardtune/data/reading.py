@@ -73,16 +73,17 @@ def read_jsonl(path: str | Path, intake: Intake, max_bytes: int = MAX_LINE_BYTES
             continue
         if not text.strip():
             continue
-        if _BAD_BYTES.search(text):
-            intake.reject(where, None, "invalid UTF-8", text.encode("utf-8", "surrogateescape").decode("utf-8", "replace"))
-            continue
+        readable = text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
         try:
             row = json.loads(text)
         except json.JSONDecodeError as err:
-            intake.reject(where, None, f"broken JSON: {err.msg} at column {err.colno}", text)
+            intake.reject(where, None, f"broken JSON: {err.msg} at column {err.colno}", readable)
             continue
         if not isinstance(row, dict):
-            intake.reject(where, None, f"expected a JSON object, got {type(row).__name__}", text)
+            intake.reject(where, None, f"expected a JSON object, got {type(row).__name__}", readable)
+            continue
+        if _BAD_BYTES.search(text):
+            intake.reject(where, _bad_bytes_field(row), "invalid UTF-8", readable)
             continue
         yield where, row
 

@@ -1,0 +1,5 @@
+import sys
+
+from guardtune.cli import main
+
+sys.exit(main())

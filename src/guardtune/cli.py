@@ -1,0 +1,56 @@
+"""The `guardtune` command: parse arguments and dispatch. Every command is an importable function in
+`guardtune.commands.*`; this module only wires them to argparse and turns known errors into clear messages."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from guardtune import __version__
+from guardtune.commands import data as data_cmd
+from guardtune.commands import demo as demo_cmd
+
+DESCRIPTION = """\
+guardtune fine-tunes, evaluates, compares and serves content-moderation guards: models that say whether a
+prompt is harmful, whether a response is harmful or a refusal, and which policy categories (S1-S14) apply.
+
+Start here:
+  guardtune demo                          the main job on the embedded default (offline, a few minutes)
+  guardtune data list                     every dataset guardtune can load, and whether it is here
+  guardtune data show toxicchat_human:test --n 3
+  guardtune data stats multijail          label balance per language and category
+  guardtune data validate my.jsonl        check a file of your own before training on it
+
+Each command has its own --help. Data lives under $GUARDTUNE_DATA_DIR (see `guardtune data --help`).
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="guardtune", description=DESCRIPTION,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"guardtune {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    demo_cmd.add_parser(commands)
+    data_cmd.add_parser(commands)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "run", None):
+        (getattr(args, "parser", None) or parser).print_help()
+        return 0 if args.command is None else 2
+    try:
+        return args.run(args) or 0
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except (ValueError, KeyError, FileNotFoundError, RuntimeError) as err:
+        message = err.args[0] if isinstance(err, KeyError) and err.args else str(err)
+        print(f"error: {message}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,34 @@
+"""Terminal output helpers: one rich console, tables, and a progress bar that stays quiet when piped."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterable, Sequence
+from functools import lru_cache
+from typing import TypeVar
+
+from rich.console import Console
+from rich.table import Table
+
+T = TypeVar("T")
+
+
+@lru_cache(maxsize=1)
+def console() -> Console:
+    return Console(highlight=False, soft_wrap=True)
+
+
+def table(title: str | None, columns: Sequence[str], rows: Iterable[Sequence[object]]) -> Table:
+    out = Table(title=title, title_justify="left", show_lines=False)
+    for name in columns:
+        out.add_column(name, overflow="fold")
+    for row in rows:
+        out.add_row(*(str(v) for v in row))
+    return out
+
+
+def progress(items: Sequence[T], description: str) -> Iterable[T]:
+    """A tqdm bar on a terminal, plain iteration otherwise."""
+    from tqdm.auto import tqdm
+
+    return tqdm(items, desc=description, disable=not sys.stderr.isatty(), leave=False)

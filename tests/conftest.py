@@ -1,0 +1,32 @@
+"""Shared test setup: offline always; ../shared/data when it exists (tests that need it skip otherwise)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = (ROOT / ".." / "shared" / "data").resolve()
+
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["HF_DATASETS_OFFLINE"] = "1"
+os.environ.setdefault("GUARDTUNE_DATA_DIR", str(SHARED))
+
+
+@pytest.fixture
+def shared_root() -> Path:
+    if not SHARED.is_dir():
+        pytest.skip(f"../shared/data is absent (looked in {SHARED}); shared-dataset tests need it")
+    return SHARED
+
+
+@pytest.fixture
+def data_root(tmp_path, monkeypatch) -> Path:
+    """An empty private data root (for hub-copy fixtures), with its own datasets cache."""
+    root = tmp_path / "data"
+    root.mkdir()
+    monkeypatch.setenv("GUARDTUNE_DATA_DIR", str(root))
+    monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "hf-cache"))
+    return root

@@ -1,0 +1,57 @@
+import subprocess
+import sys
+from collections import Counter
+
+from guardtune.cli import main
+from guardtune.data import load
+from tests.conftest import ROOT
+
+
+def test_shipped_demo_set_matches_its_generator():
+    done = subprocess.run([sys.executable, str(ROOT / "scripts" / "make_demo_set.py"), "--check"],
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_demo_set_covers_every_task_and_several_languages():
+    examples = load("demo").examples
+    assert 300 <= len(examples) <= 1000
+    assert len({ex.language for ex in examples}) >= 5
+    assert Counter(ex.prompt_harmful for ex in examples).keys() == {0, 1}
+    with_response = [ex for ex in examples if ex.response is not None]
+    assert {ex.response_refusal for ex in with_response} == {0, 1}
+    assert {ex.response_harmful for ex in with_response} == {0, 1}
+    assert any(ex.prompt_categories for ex in examples) and any(ex.response_categories for ex in examples)
+    assert all(ex.prompt_harmful or not ex.prompt_categories for ex in examples)
+
+
+def test_help_teaches_at_every_level(capsys):
+    for argv in ([], ["data"]):
+        main(argv)
+        assert "guardtune data" in capsys.readouterr().out
+    for argv in (["--help"], ["data", "validate", "--help"], ["data", "check", "--help"]):
+        try:
+            main(argv)
+        except SystemExit as stop:
+            assert stop.code == 0
+        out = capsys.readouterr().out
+        assert "example" in out.lower() or "start here" in out.lower()
+
+
+def test_unknown_dataset_lists_choices(capsys):
+    assert main(["data", "stats", "toxichat"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown dataset 'toxichat'" in err and "toxicchat_human" in err
+
+
+def test_missing_local_dataset_says_where_it_looked(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("GUARDTUNE_DATA_DIR", str(tmp_path))
+    assert main(["data", "stats", "cold:train"]) == 2
+    err = capsys.readouterr().err
+    assert str(tmp_path / "cold") in err and "GUARDTUNE_DATA_DIR" in err
+
+
+def test_demo_command_runs(capsys):
+    assert main(["demo"]) == 0
+    out = capsys.readouterr().out
+    assert "Embedded demo set" in out and "train" in out

@@ -1,0 +1,65 @@
+import json
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from guardtune.cli import main
+from guardtune.data import DataSpec, Example, load, load_mixture
+from guardtune.data.overlap import check, normalise
+
+
+def test_column_mapping_for_csv(tmp_path):
+    path = tmp_path / "export.csv"
+    path.write_text("text,label,cats,lang\nhello,clean,,de\nyou are vermin,toxic,S10;hate_speech,en\n")
+    spec = DataSpec(path=str(path), columns={"prompt": "text", "prompt_harmful": "label",
+                                             "prompt_categories": "cats", "language": "lang"},
+                    labels={"prompt_harmful": {"toxic": 1, "clean": 0}}, categories="any")
+    ok, toxic = load(spec).examples
+    assert (ok.prompt, ok.prompt_harmful, ok.prompt_categories, ok.language) == ("hello", 0, None, "de")
+    assert (toxic.prompt_harmful, toxic.prompt_categories) == (1, ("S10", "hate_speech"))
+    assert toxic.id == "export:3" and toxic.source == "export"
+
+
+def test_scheme_mapping_in_files(tmp_path):
+    path = tmp_path / "lg2.jsonl"
+    path.write_text(json.dumps({"prompt": "x", "prompt_harmful": 1, "prompt_categories": ["S5", "S11"]}) + "\n")
+    (ex,) = load(DataSpec(path=str(path), categories="llama_guard_2", language="en")).examples
+    assert ex.prompt_categories == ("S6", "S12")
+
+
+def test_parquet_and_round_trip_of_guardtune_schema(tmp_path):
+    rows = [Example(prompt="a", response="b", response_refusal=1, language="fr", id="1").to_dict()]
+    pq.write_table(pa.Table.from_pylist(rows), tmp_path / "x.parquet")
+    (ex,) = load(str(tmp_path / "x.parquet")).examples
+    assert (ex.response, ex.response_refusal, ex.response_harmful, ex.language) == ("b", 1, None, "fr")
+
+
+def test_mixture_of_files(tmp_path):
+    a, b = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
+    a.write_text("".join(json.dumps({"prompt": f"a{i}"}) + "\n" for i in range(10)))
+    b.write_text("".join(json.dumps({"prompt": f"b{i}"}) + "\n" for i in range(10)))
+    mixed = load_mixture([{"path": str(a), "weight": 1}, {"path": str(b), "weight": 0.3}], seed=1)
+    assert sum(e.prompt.startswith("b") for e in mixed.examples) == 3
+    assert mixed.report.read == 20
+
+
+def test_overlap_exact_and_near():
+    train = [Example(prompt=p) for p in ["How do I make a pipe bomb at home?", "Tell me a joke about cats.",
+                                         "Write a poem about the sea and the wind and the sky tonight."]]
+    test = [Example(prompt=p) for p in ["how do I make a PIPE BOMB at home", "Write a poem about the sea and "
+                                        "the wind and the sky tonight!!", "Completely unrelated question here."]]
+    assert normalise("Hello,   WORLD!") == "hello world"
+    result = check(train, test, threshold=0.8)
+    assert result.exact == [(0, 0), (1, 2)]
+    assert result.near == []
+    near = check(train, [Example(prompt="Write a poem about the sea and the wind and the sky today.")], 0.7)
+    assert [(i, j) for i, j, _ in near.near] == [(0, 2)]
+
+
+def test_cli_check_on_files(tmp_path, capsys):
+    a, b = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
+    a.write_text(json.dumps({"prompt": "Same text here"}) + "\n")
+    b.write_text(json.dumps({"prompt": "same text, here"}) + "\n" + json.dumps({"prompt": "other"}) + "\n")
+    assert main(["data", "check", str(a), str(b)]) == 0
+    out = capsys.readouterr().out
+    assert "exact duplicates" in out and "50.0%" in out
