@@ -201,7 +201,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
     console().print(f"{args.file}: {report.summary()}")
     for line in report.first_errors:
         console().print(f"  {line}")
-    assert report.reconciles, "intake counts do not reconcile"
+    if not report.reconciles:
+        raise RuntimeError(f"internal error: counts do not reconcile ({report})")
     return 1 if report.rejected else 0
 
 

@@ -21,7 +21,7 @@ class HubUnavailable(RuntimeError):
 
 def local_copy(hub_id: str) -> Path | None:
     candidate = data_root() / "hub" / hub_id
-    return candidate if (candidate / "README.md").exists() or candidate.is_dir() else None
+    return candidate if candidate.is_dir() else None
 
 
 def open_hub(hub_id: str, config: str | None, split: str) -> Any:

@@ -88,13 +88,13 @@ def _read_registered(spec: DataSpec, intake: Intake) -> None:
     elif split == "all":
         for native in (info.base,) if info.base else info.splits:
             info.read(root, native, intake)
-    else:
-        base = Intake(intake.on_bad_row)
-        base._rejects, base.rejects_path = intake._rejects, intake.rejects_path
-        info.read(root, info.base, base)
-        intake._rejects = base._rejects
-        intake.report.merge(base.report)
-        intake.examples.extend(splits.grouped_split(base.examples, split))
+    else:  # a derived split: read the whole base split (counts cover every row read), keep the split's groups
+        start = len(intake.examples)
+        info.read(root, info.base, intake)
+        kept = splits.grouped_split(intake.examples[start:], split)
+        del intake.examples[start:]
+        intake.examples.extend(kept)
+        intake.report.examples = start + len(kept)
 
 
 def load(spec: str | dict | DataSpec, on_bad_row: str = "error", rejects: str | Path | None = None) -> Loaded:
