@@ -63,3 +63,30 @@ def test_cli_check_on_files(tmp_path, capsys):
     assert main(["data", "check", str(a), str(b)]) == 0
     out = capsys.readouterr().out
     assert "exact duplicates" in out and "50.0%" in out
+
+
+def test_yaml_data_config_mixture_with_mapped_file(tmp_path, capsys):
+    (tmp_path / "export.csv").write_text("text,label\nhello,clean\nyou vermin,toxic\nfine,clean\n")
+    (tmp_path / "mix.yaml").write_text(
+        "mixture:\n"
+        "  - {path: export.csv, columns: {prompt: text, prompt_harmful: label},\n"
+        "     labels: {prompt_harmful: {toxic: 1, clean: 0}}, weight: 2}\n"
+        "  - {name: demo, split: test, sample: 5, seed: 42}\n"
+        "seed: 7\n")
+    from guardtune.data import load_config
+
+    loaded = load_config(tmp_path / "mix.yaml")
+    assert sum(ex.source == "export" for ex in loaded.examples) == 6  # weight 2 doubles the 3 rows
+    assert sum(ex.source == "demo" for ex in loaded.examples) == 5
+    assert main(["data", "stats", str(tmp_path / "mix.yaml")]) == 0
+    assert "11 examples" in capsys.readouterr().out
+
+
+def test_yaml_data_config_typo_fails(tmp_path):
+    import pytest
+
+    (tmp_path / "bad.yaml").write_text("mixture: [demo]\nsise: 10\n")
+    from guardtune.data import load_config
+
+    with pytest.raises(KeyError, match="unknown key 'sise'"):
+        load_config(tmp_path / "bad.yaml")

@@ -7,7 +7,8 @@ import json
 from collections.abc import Sequence
 from pathlib import Path
 
-from guardtune.data import DataSpec, Example, load
+from guardtune.data import DataSpec, Example, load, load_config
+from guardtune.data.loader import is_config
 from guardtune.data.example import BINARY_TASKS
 from guardtune.data.intake import ON_BAD_ROW
 from guardtune.data.registry import DATASETS
@@ -18,7 +19,14 @@ from guardtune.ui import console, progress, table
 
 DATA_HELP = f"""\
 Datasets are named NAME or NAME:SPLIT (see `guardtune data list`); a path to a .jsonl, .csv, .tsv or
-.parquet file (optionally .xz/.gz compressed) in guardtune's schema works wherever a name does.
+.parquet file (optionally .xz/.gz compressed) in guardtune's schema works wherever a name does, and so does
+a YAML data config (stats, check): one spec, or a weighted mixture, e.g.
+
+  mixture:
+    - {{name: cold, split: train, sample: 2000, seed: 42}}
+    - {{path: export.csv, columns: {{prompt: text, prompt_harmful: label}}, weight: 2}}
+  size: 5000
+  seed: 0
 
 Local copies live under the data root: ${ENV} if set, else ../shared/data when it exists, else
 ~/.local/share/guardtune/data. Hub datasets load by id through `datasets` (or from a copy of the hub
@@ -110,10 +118,16 @@ def _bad_row_options(p: argparse.ArgumentParser) -> None:
 
 
 def _load(args: argparse.Namespace, spec: DataSpec | str):
+    """A name, file, spec or YAML data config, under the command's bad-row options."""
+    on_bad_row = getattr(args, "on_bad_row", "error")
+    if isinstance(spec, str) and is_config(spec):
+        stem = Path(spec).name.split(".")[0]
+        return load_config(spec, on_bad_row, (getattr(args, "rejects", None) or f"{stem}.rejects.jsonl")
+                           if on_bad_row == "skip" else None)
     spec = DataSpec.parse(spec)
-    rejects = args.rejects or f"{Path(spec.path).name.split('.')[0] if spec.path else spec.name}.rejects.jsonl"
-    loaded = load(spec, args.on_bad_row, rejects if args.on_bad_row == "skip" else None)
-    return loaded
+    stem = Path(spec.path).name.split(".")[0] if spec.path else spec.name
+    rejects = getattr(args, "rejects", None) or f"{stem}.rejects.jsonl"
+    return load(spec, on_bad_row, rejects if on_bad_row == "skip" else None)
 
 
 def cmd_list(args: argparse.Namespace) -> int:
@@ -137,6 +151,8 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_show(args: argparse.Namespace) -> int:
+    if is_config(args.dataset):
+        raise ValueError("data show takes NAME[:SPLIT] or a file; use `data stats` for a YAML data config")
     spec = DataSpec.parse(args.dataset)
     if args.sample:
         spec = DataSpec(**{**spec.__dict__, "sample": args.n, "seed": args.seed})
@@ -209,7 +225,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
 def cmd_check(args: argparse.Namespace) -> int:
     from guardtune.data.overlap import check
 
-    train, test = load(args.train), load(args.test)
+    train, test = _load(args, args.train), _load(args, args.test)
     result = check(train.examples, test.examples, threshold=args.threshold, progress=progress)
     out = console()
     n = max(result.test_rows, 1)

@@ -61,6 +61,10 @@ class DataSpec:
         return text + (f" (sample {self.sample}, seed {self.seed})" if self.sample is not None else "")
 
 
+def is_config(value: str) -> bool:
+    return value.lower().endswith((".yaml", ".yml"))
+
+
 def looks_like_file(value: str) -> bool:
     name = value.lower().removesuffix(".xz").removesuffix(".gz").removesuffix(".bz2")
     return name.endswith(FILE_SUFFIXES) or Path(value).is_file()
@@ -120,3 +124,32 @@ def load_mixture(specs: list[Any], size: int | None = None, seed: int = 0, on_ba
     for item in loaded:
         report.merge(item.report)
     return Loaded(splits.mixture(parts, size, seed), report, " + ".join(item.label for item in loaded))
+
+
+MIXTURE_KEYS = {"mixture", "size", "seed"}
+
+
+def load_config(path: str | Path, on_bad_row: str = "error", rejects: str | Path | None = None) -> Loaded:
+    """Load a YAML data config: one spec (a dict of DataSpec fields), or a mixture
+    `{mixture: [spec, ...], size: N, seed: S}`. Relative file paths are relative to the YAML file."""
+    import yaml
+
+    path = Path(path)
+    config = yaml.safe_load(path.read_text(encoding="utf-8"))
+    if not isinstance(config, dict):
+        raise ValueError(f"{path}: expected a mapping (one data spec, or `mixture: [...]`)")
+
+    def resolve(spec: Any) -> Any:
+        if isinstance(spec, dict) and spec.get("path") and not Path(spec["path"]).is_absolute():
+            return {**spec, "path": str(path.parent / spec["path"])}
+        if isinstance(spec, str) and looks_like_file(spec) and not Path(spec).is_absolute():
+            return str(path.parent / spec)
+        return spec
+
+    if "mixture" in config:
+        unknown = sorted(set(config) - MIXTURE_KEYS)
+        if unknown:
+            raise KeyError(f"{path}: unknown key {unknown[0]!r}; a mixture takes {', '.join(sorted(MIXTURE_KEYS))}")
+        specs = [resolve(s) for s in config["mixture"]]
+        return load_mixture(specs, config.get("size"), config.get("seed", 0), on_bad_row, rejects)
+    return load(resolve(config), on_bad_row, rejects)
