@@ -253,10 +253,6 @@ def canonical(labels: Iterable[str], scheme: str) -> list[str]:
     return sorted(codes, key=lambda c: int(c[1:])) + kept
 
 
-def is_code(name: str) -> bool:
-    return name in CATEGORIES
-
-
 def describe(name: str) -> str:
     """'S10 Hate' for a code, the name itself for a kept source label."""
     return f"{name} {CATEGORIES[name]}" if name in CATEGORIES else name

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
 
 from guardtune.data import (chinese, demo, do_not_answer, ethos, harmbench, hub_sources, korean_hate_speech,
@@ -135,10 +134,3 @@ def get(name: str) -> DatasetInfo:
                        "or give a path to a .jsonl/.csv/.tsv/.parquet file")
     return DATASETS[name]
 
-
-def hub_loader(name: str, path: str) -> Callable[[str, Intake], None]:
-    """A hub dataset's loader reading from an explicit local copy of its repository."""
-    info = get(name)
-    if info.kind != "hub":
-        raise ValueError(f"{name} is not a hub dataset")
-    return partial(info.load, path=path)
