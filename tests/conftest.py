@@ -30,3 +30,12 @@ def data_root(tmp_path, monkeypatch) -> Path:
     monkeypatch.setenv("GUARDTUNE_DATA_DIR", str(root))
     monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "hf-cache"))
     return root
+
+
+@pytest.fixture(scope="session")
+def tiny(tmp_path_factory):
+    """tiny(family) -> the directory of a tiny random backbone of that family (built once per session)."""
+    from tests import tiny as tiny_models
+
+    root = tmp_path_factory.mktemp("tiny-models")
+    return lambda family: tiny_models.build(family, root / family)

@@ -9,6 +9,7 @@ import sys
 from guardtune import __version__
 from guardtune.commands import data as data_cmd
 from guardtune.commands import demo as demo_cmd
+from guardtune.commands import train as train_cmd
 
 DESCRIPTION = """\
 guardtune fine-tunes, evaluates, compares and serves content-moderation guards: models that say whether a
@@ -31,6 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"guardtune {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     demo_cmd.add_parser(commands)
+    train_cmd.add_parser(commands)
     data_cmd.add_parser(commands)
     return parser
 
@@ -46,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-    except (ValueError, KeyError, FileNotFoundError, RuntimeError) as err:
+    except (ValueError, KeyError, OSError, RuntimeError) as err:
         message = err.args[0] if isinstance(err, KeyError) and err.args else str(err)
         print(f"error: {message}", file=sys.stderr)
         return 2

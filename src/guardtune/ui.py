@@ -27,8 +27,16 @@ def table(title: str | None, columns: Sequence[str], rows: Iterable[Sequence[obj
     return out
 
 
-def progress(items: Sequence[T], description: str) -> Iterable[T]:
+def progress(items: Sequence[T], description: str, enabled: bool = True, unit: str = "it") -> Iterable[T]:
     """A tqdm bar on a terminal, plain iteration otherwise."""
     from tqdm.auto import tqdm
 
-    return tqdm(items, desc=description, disable=not sys.stderr.isatty(), leave=False)
+    return tqdm(items, desc=description, disable=not (enabled and sys.stderr.isatty()), leave=False, unit=unit)
+
+
+def bar(total: int, description: str, enabled: bool = True, initial: int = 0):
+    """A tqdm bar to update by hand (training steps); quiet when piped or disabled."""
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, initial=initial, desc=description, disable=not (enabled and sys.stderr.isatty()),
+                dynamic_ncols=True)

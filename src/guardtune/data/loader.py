@@ -153,3 +153,18 @@ def load_config(path: str | Path, on_bad_row: str = "error", rejects: str | Path
         specs = [resolve(s) for s in config["mixture"]]
         return load_mixture(specs, config.get("size"), config.get("seed", 0), on_bad_row, rejects)
     return load(resolve(config), on_bad_row, rejects)
+
+
+def load_any(value: Any, on_bad_row: str = "error", rejects: str | Path | None = None) -> Loaded:
+    """What a training config's `data.train` (or validation/test) may hold: a dataset name, a file, a YAML data
+    config, one spec as a dict, a mixture dict `{mixture: [...], size, seed}`, or a list of specs (mixed by weight)."""
+    if isinstance(value, str) and is_config(value):
+        return load_config(value, on_bad_row, rejects)
+    if isinstance(value, list):
+        return load_mixture(value, on_bad_row=on_bad_row, rejects=rejects)
+    if isinstance(value, dict) and "mixture" in value:
+        unknown = sorted(set(value) - MIXTURE_KEYS)
+        if unknown:
+            raise KeyError(f"unknown mixture key {unknown[0]!r}; a mixture takes {', '.join(sorted(MIXTURE_KEYS))}")
+        return load_mixture(value["mixture"], value.get("size"), value.get("seed", 0), on_bad_row, rejects)
+    return load(value, on_bad_row, rejects)

@@ -1,0 +1,119 @@
+"""Resumable checkpoints, written atomically: a killed run never leaves a half-written checkpoint behind.
+
+A checkpoint holds only what training changes: the trainable tensors (adapter or unfrozen blocks, and the
+heads), the optimiser and scheduler, the random number generators, the method's own state (AdaLoRA's
+importance scores) and the progress counters. The frozen base is rebuilt from the config on resume.
+
+  checkpoints/step-000120/   trainable.safetensors, state.pt, progress.json
+  checkpoints/latest         the name of the newest complete checkpoint (replaced atomically)
+  checkpoints/best/          the trainable tensors of the best validation step
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+
+from guardtune.models.build import load_trainable_state, trainable_state
+
+LATEST = "latest"
+BEST = "best"
+
+
+def rng_state() -> dict[str, Any]:
+    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    np.random.set_state(state["numpy"])
+    random.setstate(state["python"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _write_dir(final: Path, write) -> None:
+    """Write into a temporary sibling, flush it to disk, then rename it into place."""
+    tmp = final.with_name(f".tmp-{final.name}-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    write(tmp)
+    for path in tmp.iterdir():
+        with open(path, "rb") as handle:
+            os.fsync(handle.fileno())
+    old = final.with_name(f".old-{final.name}-{os.getpid()}")
+    if final.exists():
+        final.rename(old)
+    tmp.rename(final)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(f".tmp-{path.name}-{os.getpid()}")
+    tmp.write_text(text, encoding="utf-8")
+    with open(tmp, "rb") as handle:
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+
+
+def save(root: Path, model: torch.nn.Module, optimizer: Any, scheduler: Any, progress: dict[str, Any],
+         method_state: dict | None = None, keep: int = 2) -> Path:
+    name = f"step-{progress['step']:06d}"
+
+    def write(tmp: Path) -> None:
+        save_file(trainable_state(model), str(tmp / "trainable.safetensors"))
+        torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "rng": rng_state(),
+                    "method": method_state}, tmp / "state.pt")
+        (tmp / "progress.json").write_text(json.dumps(progress, indent=1), encoding="utf-8")
+
+    _write_dir(root / name, write)
+    _write_text(root / LATEST, name)
+    steps = sorted(p for p in root.glob("step-*") if p.is_dir())
+    for old in steps[:-keep] if keep > 0 else []:
+        shutil.rmtree(old, ignore_errors=True)
+    return root / name
+
+
+def latest(root: Path) -> Path | None:
+    pointer = root / LATEST
+    if not pointer.is_file():
+        return None
+    path = root / pointer.read_text(encoding="utf-8").strip()
+    return path if (path / "progress.json").is_file() else None
+
+
+def load(path: Path, model: torch.nn.Module, optimizer: Any, scheduler: Any) -> tuple[dict[str, Any], dict | None]:
+    """Restore tensors, optimiser, scheduler and RNGs; return (progress, method state)."""
+    load_trainable_state(model, load_file(str(path / "trainable.safetensors")))
+    state = torch.load(path / "state.pt", weights_only=False)  # our own file, written by save() above
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    set_rng_state(state["rng"])
+    return json.loads((path / "progress.json").read_text(encoding="utf-8")), state["method"]
+
+
+def save_best(root: Path, model: torch.nn.Module, info: dict[str, Any]) -> None:
+    def write(tmp: Path) -> None:
+        save_file(trainable_state(model), str(tmp / "trainable.safetensors"))
+        (tmp / "info.json").write_text(json.dumps(info, indent=1), encoding="utf-8")
+
+    _write_dir(root / BEST, write)
+
+
+def load_best(root: Path, model: torch.nn.Module) -> dict[str, Any] | None:
+    path = root / BEST
+    if not (path / "info.json").is_file():
+        return None
+    load_trainable_state(model, load_file(str(path / "trainable.safetensors")))
+    return json.loads((path / "info.json").read_text(encoding="utf-8"))

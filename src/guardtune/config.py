@@ -1,0 +1,175 @@
+"""Training configs: frozen dataclasses read from YAML, with `key=value` overrides. Unknown keys fail.
+
+The defaults are the embedded default job: all-MiniLM-L6-v2 with LoRA on the embedded demo set, so
+`guardtune train` with no config at all trains something useful offline. A YAML file may start from another
+with `base: other.yaml` (relative to the file) and change only what differs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+DEFAULT_BACKBONE = "sentence-transformers/all-MiniLM-L6-v2"
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    name: str = DEFAULT_BACKBONE  # a hub id or a local directory
+    kind: str = "classifier"
+    pooling: str | None = None  # last | mean | first; None: last for decoders, mean for encoders
+    max_length: int = 256  # tokens; longer inputs are truncated (prompt and response both kept)
+    dtype: str = "auto"  # auto (bfloat16 on a bf16-capable GPU, else float32) | float32 | bfloat16 | float16
+    trust_remote_code: bool = False
+    revision: str | None = None
+    gradient_checkpointing: bool = False
+    head_dropout: float = 0.1
+
+
+@dataclass(frozen=True)
+class MethodConfig:
+    name: str = "lora"
+    params: dict[str, Any] = field(default_factory=dict)  # checked against METHODS[name].params
+
+    def __post_init__(self) -> None:
+        self.build()  # fail at config time on an unknown method or parameter
+
+    def build(self) -> Any:
+        from guardtune.methods import method_params
+
+        return method_params(self.name, self.params)
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    train: Any = "demo:train"
+    validation: Any = "demo:validation"  # None: no periodic validation; the last step is kept
+    test: Any = "demo:test"  # None: no test summary at the end
+    on_bad_row: str = "error"  # error | skip (skipped rows go to <output_dir>/rejects.jsonl)
+
+
+@dataclass(frozen=True)
+class TrainingConfig:
+    epochs: float = 4.0
+    max_steps: int | None = None  # optimiser steps; overrides epochs
+    batch_size: int = 16  # per device, per micro-batch
+    grad_accum: int = 1
+    lr: float = 5e-4
+    head_lr: float | None = None  # None: same as lr
+    weight_decay: float = 0.01
+    warmup_ratio: float = 0.06
+    scheduler: str = "linear"  # any transformers scheduler name: linear, cosine, constant_with_warmup...
+    max_grad_norm: float | None = 1.0
+    mixed_precision: str = "auto"  # auto | no | bf16 | fp16
+    pos_weight: str | float | None = None  # None | "auto" (negatives/positives per output, capped at 10) | number
+    group_by_length: bool = True
+    eval_every: int | None = None  # optimiser steps; None: once per epoch
+    save_every: int | None = None  # optimiser steps between resumable checkpoints; None: at each validation
+    log_every: int = 10
+    keep_checkpoints: int = 2
+    seed: int = 42
+    eval_batch_size: int = 64
+    trackers: tuple[str, ...] = ()  # accelerate trackers: tensorboard, wandb, mlflow...
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    output_dir: str = "runs/demo"
+    model: ModelConfig = field(default_factory=ModelConfig)
+    method: MethodConfig = field(default_factory=MethodConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    training: TrainingConfig = field(default_factory=TrainingConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data["method"] = {"name": self.method.name, **self.method.params}
+        data["training"]["trackers"] = list(self.training.trackers)
+        return data
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(yaml.safe_dump(self.to_dict(), sort_keys=False, allow_unicode=True), encoding="utf-8")
+
+
+SECTIONS = {"model": ModelConfig, "data": DataConfig, "training": TrainingConfig}
+
+
+def from_dict(data: dict[str, Any], where: str = "config") -> TrainConfig:
+    data = dict(data)
+    _check_keys(data, {f.name for f in fields(TrainConfig)}, where)
+    kwargs: dict[str, Any] = {}
+    for name, cls in SECTIONS.items():
+        section = data.get(name) or {}
+        if not isinstance(section, dict):
+            raise ValueError(f"{where}: `{name}` must be a mapping, got {section!r}")
+        _check_keys(section, {f.name for f in fields(cls)}, f"{where}: {name}")
+        if name == "training" and "trackers" in section:
+            section = {**section, "trackers": tuple(section["trackers"] or ())}
+        kwargs[name] = cls(**section)
+    method = data.get("method") or {}
+    if isinstance(method, str):
+        method = {"name": method}
+    method = dict(method)
+    kwargs["method"] = MethodConfig(method.pop("name", "lora"), method)
+    if "output_dir" in data:
+        kwargs["output_dir"] = str(data["output_dir"])
+    return TrainConfig(**kwargs)
+
+
+def _check_keys(data: dict[str, Any], known: set[str], where: str) -> None:
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise KeyError(f"{where}: unknown key {unknown[0]!r}; known keys: {', '.join(sorted(known))}")
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    """A YAML config as a dict, with `base:` files merged in underneath (recursively)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"config file not found: {path}")
+    data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: a config must be a mapping of sections (model, method, data, training)")
+    base = data.pop("base", None)
+    return merge(read_yaml(path.parent / base), data) if base else data
+
+
+def merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in top.items():
+        if key == "method" and isinstance(value, dict) and value.get("name") not in (None, out.get(key, {}).get("name")):
+            out[key] = value  # another method: the base's method parameters do not apply to it
+        elif isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """`training.lr=1e-4 method.r=32 data.train=toxicchat_human:train`; values are parsed as YAML."""
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"override {item!r} is not key=value (e.g. training.lr=1e-4 or method.r=32)")
+        value = yaml.safe_load(raw) if raw else None
+        *parents, leaf = key.split(".")
+        node = data
+        for part in parents:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ValueError(f"override {item!r}: {part!r} is not a section")
+        node[leaf] = value
+    return data
+
+
+def load(path: str | Path | None = None, overrides: list[str] | None = None) -> TrainConfig:
+    """The config at `path` (or the defaults) with `overrides` applied."""
+    data = read_yaml(path) if path else {}
+    if isinstance(data.get("method"), str):
+        data["method"] = {"name": data["method"]}
+    where = str(path) if path else "config"
+    return from_dict(apply_overrides(data, list(overrides or [])), where)

