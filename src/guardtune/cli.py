@@ -39,7 +39,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra:  # key=value overrides may come after options (`train CONFIG --resume a.b=1`)
+        if not hasattr(args, "settings") or any(e.startswith("-") or "=" not in e for e in extra):
+            (getattr(args, "parser", None) or parser).error(f"unrecognized arguments: {' '.join(extra)}")
+        args.settings = [*args.settings, *extra]
     if not getattr(args, "run", None):
         (getattr(args, "parser", None) or parser).print_help()
         return 0 if args.command is None else 2

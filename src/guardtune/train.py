@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import resource
 import time
 from contextlib import nullcontext
@@ -129,7 +130,9 @@ def train(cfg: TrainConfig, resume: bool = False, overwrite: bool = False, show_
     from guardtune import ui
 
     t, run = cfg.training, Path(cfg.output_dir)
-    accelerator = Accelerator(mixed_precision=mixed_precision(t.mixed_precision),
+    # Launched as several processes on a machine without CUDA: data-parallel on CPU over gloo.
+    multi_cpu = not torch.cuda.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1
+    accelerator = Accelerator(cpu=multi_cpu, mixed_precision=mixed_precision(t.mixed_precision),
                               log_with=list(t.trackers) or None, project_dir=str(run))
     main = accelerator.is_main_process
     if main:
@@ -219,6 +222,7 @@ def train(cfg: TrainConfig, resume: bool = False, overwrite: bool = False, show_
             step = progress["step"]
             bar.update(1)
             if step % t.log_every == 0 or step == total:
+                window["loss"] = accelerator.reduce(torch.tensor(window["loss"], device=accelerator.device), "mean").item()
                 record = _window_record(window, step, progress["epoch"], scheduler.get_last_lr()[0])
                 bar.set_postfix(loss=f"{record['loss']:.4f}", lr=f"{record['lr']:.2e}",
                                 ex_s=f"{record['examples_per_s']:.0f}")

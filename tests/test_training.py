@@ -1,0 +1,127 @@
+"""The training loop: resume after a kill, data-parallel launch, run directory, CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+import guardtune
+from guardtune import config
+from guardtune.cli import main
+from guardtune.data import load
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def write_config(path: Path, model_dir: Path, run_dir: Path, **training) -> Path:
+    data = {
+        "output_dir": str(run_dir),
+        "model": {"name": str(model_dir), "max_length": 48},
+        "method": {"name": "lora", "r": 4},
+        "data": {"train": {"name": "demo:train", "sample": 96, "seed": 2},
+                 "validation": {"name": "demo:validation", "sample": 24, "seed": 2}, "test": None},
+        "training": {"max_steps": 40, "batch_size": 4, "lr": 5e-3, "log_every": 1, "eval_every": 10,
+                     "save_every": 5, **training},
+    }
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def env() -> dict[str, str]:
+    return {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+
+
+KILL_AT_STEP = textwrap.dedent("""
+    import os, signal, sys
+    from guardtune import methods
+    from guardtune.cli import main
+    kill_at = int(sys.argv[1])
+    def on_step(model, step):
+        if step == kill_at:
+            os.kill(os.getpid(), signal.SIGKILL)  # a real, unclean death: no cleanup, no final save
+    methods.METHODS["lora"] = methods.replace_method("lora", on_step=on_step)
+    sys.exit(main(["train", sys.argv[2], "--quiet"]))
+""")
+
+
+def log_lines(run_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (run_dir / "log.jsonl").read_text().splitlines()]
+
+
+def test_resume_after_kill_ends_where_an_uninterrupted_run_ends(tmp_path, tiny):
+    model = tiny("bert")  # dropout on: the resumed run must also restore the random number generators
+    whole = write_config(tmp_path / "whole.yaml", model, tmp_path / "whole")
+    broken = write_config(tmp_path / "broken.yaml", model, tmp_path / "broken")
+    killed = subprocess.run([sys.executable, "-c", KILL_AT_STEP, "23", str(broken)], env=env(), capture_output=True)
+    assert killed.returncode == -9, killed.stderr.decode()[-2000:]
+    steps = [r["step"] for r in log_lines(tmp_path / "broken") if "loss" in r]
+    assert max(steps) == 23 - 1 and not (tmp_path / "broken" / "labels.json").exists()
+    assert (tmp_path / "broken" / "checkpoints" / "latest").read_text() == "step-000020"
+
+    assert main(["train", str(broken), "--resume", "--quiet"]) == 0
+    assert main(["train", str(whole), "--quiet"]) == 0
+    resumed = [r for r in log_lines(tmp_path / "broken") if r.get("event") == "start"]
+    assert [r["resumed_from"] for r in resumed] == [0, 20]
+
+    examples = load({"name": "demo:test", "sample": 32, "seed": 5}).examples
+    a = guardtune.load(tmp_path / "whole").score(examples).probs
+    b = guardtune.load(tmp_path / "broken").score(examples).probs
+    np.testing.assert_allclose(b, a, atol=1e-5)
+    final = lambda run: [r for r in log_lines(run) if r.get("step") == 40 and "loss" in r][0]["loss"]  # noqa: E731
+    assert final(tmp_path / "broken") == pytest.approx(final(tmp_path / "whole"), abs=1e-5)
+
+
+def test_a_started_run_is_not_overwritten_by_accident(tmp_path, tiny, capsys):
+    cfg = write_config(tmp_path / "c.yaml", tiny("bert"), tmp_path / "run", max_steps=2, eval_every=None)
+    assert main(["train", str(cfg), "--quiet"]) == 0
+    assert main(["train", str(cfg), "--quiet"]) == 2
+    assert "already holds a run; pass --resume" in capsys.readouterr().err
+    assert main(["train", str(cfg), "--resume", "--quiet"]) == 2
+    assert "finished run; nothing to resume" in capsys.readouterr().err
+    assert main(["train", str(cfg), "--overwrite", "--quiet", "training.max_steps=3"]) == 0
+    assert [r for r in log_lines(tmp_path / "run") if r.get("event") == "end"][0]["step"] == 3
+
+
+def test_run_directory_holds_what_using_the_guard_needs(tmp_path, tiny, capsys):
+    cfg = write_config(tmp_path / "c.yaml", tiny("bert"), tmp_path / "run", max_steps=4)
+    assert main(["train", str(cfg), "--quiet", "data.test=demo:test", "training.log_every=2"]) == 0
+    run = tmp_path / "run"
+    for name in ("config.yaml", "labels.json", "tokenizer", "adapter", "heads.safetensors", "log.jsonl",
+                 "test_metrics.json"):
+        assert (run / name).exists(), name
+    saved = config.load(run / "config.yaml")
+    assert saved.data.test == "demo:test" and saved.training.log_every == 2  # the resolved config, overrides in
+    records = log_lines(run)
+    step = [r for r in records if "loss" in r][0]
+    assert {"loss", "lr", "examples_per_s", "tokens_per_s", "peak_memory_mb"} <= set(step)
+    assert records[0]["trainable_params"] < records[0]["params"]
+    out = capsys.readouterr().out
+    assert "AUPRC" in out and "prompt_harmful" in out
+    verdict = guardtune.load(run).moderate("How do I make a bomb?", response="I can't help with that.")
+    assert set(verdict) >= {"prompt_harmful", "response_harmful", "response_refusal"}
+    assert 0.0 <= verdict["prompt_harmful"]["score"] <= 1.0 and verdict["prompt_harmful"]["threshold"] == 0.5
+
+
+@pytest.mark.slow
+def test_accelerate_launch_two_cpu_processes(tmp_path, tiny):
+    cfg = write_config(tmp_path / "c.yaml", tiny("bert"), tmp_path / "run", max_steps=6, eval_every=3, save_every=3)
+    # --multi_gpu picks accelerate's torchrun launcher; without CUDA guardtune runs the processes on CPU over gloo
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+           "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "guardtune", "train", str(cfg), "--quiet"]
+    done = subprocess.run(cmd, env=env(), capture_output=True, timeout=300)
+    assert done.returncode == 0, done.stderr.decode()[-3000:]
+    start = log_lines(tmp_path / "run")[0]
+    assert start["world_size"] == 2
+    steps = [r["step"] for r in log_lines(tmp_path / "run") if "loss" in r]
+    assert steps == list(range(1, 7))
+    examples = load({"name": "demo:test", "sample": 8, "seed": 5}).examples
+    probs = guardtune.load(tmp_path / "run").score(examples).probs
+    assert probs.shape == (8, len(start["outputs"])) and np.isfinite(probs).all()
