@@ -1,4 +1,4 @@
-"""Tiny random backbones on disk, built from configs (no download): a 2-layer, 32-wide model per family, with
+"""Tiny random backbones on disk, built from configs (no download): a 4-layer, 32-wide model per family, with
 the bundled MiniLM tokenizer (any tokenizer will do for a random model)."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ FAMILIES = ("bert", "xlm-roberta", "llama", "qwen2", "phi3")
 def tiny_config(family: str):
     from transformers import AutoConfig
 
-    common = dict(vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+    common = dict(vocab_size=30522, hidden_size=32, num_hidden_layers=4, num_attention_heads=4,
                   intermediate_size=64, max_position_embeddings=512, pad_token_id=0)
     if family in ("llama", "qwen2", "phi3"):
         common.update(num_key_value_heads=2, bos_token_id=101, eos_token_id=102)

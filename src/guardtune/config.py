@@ -47,19 +47,19 @@ class MethodConfig:
 @dataclass(frozen=True)
 class DataConfig:
     train: Any = "demo:train"
-    validation: Any = "demo:validation"  # None: no periodic validation; the last step is kept
+    validation: Any = "demo:validation"  # holdout: a grouped 10% of train; None: no validation, last step kept
     test: Any = "demo:test"  # None: no test summary at the end
     on_bad_row: str = "error"  # error | skip (skipped rows go to <output_dir>/rejects.jsonl)
 
 
 @dataclass(frozen=True)
 class TrainingConfig:
-    epochs: float = 4.0
+    epochs: float = 6.0
     max_steps: int | None = None  # optimiser steps; overrides epochs
     batch_size: int = 16  # per device, per micro-batch
     grad_accum: int = 1
     lr: float = 5e-4
-    head_lr: float | None = None  # None: same as lr
+    head_lr: float | None = None  # None: 10 x lr (the head starts from random; the backbone does not)
     weight_decay: float = 0.01
     warmup_ratio: float = 0.06
     scheduler: str = "linear"  # any transformers scheduler name: linear, cosine, constant_with_warmup...
@@ -105,7 +105,7 @@ def from_dict(data: dict[str, Any], where: str = "config") -> TrainConfig:
         section = data.get(name) or {}
         if not isinstance(section, dict):
             raise ValueError(f"{where}: `{name}` must be a mapping, got {section!r}")
-        _check_keys(section, {f.name for f in fields(cls)}, f"{where}: {name}")
+        section = coerce(cls, section, f"{where}: {name}")
         if name == "training" and "trackers" in section:
             section = {**section, "trackers": tuple(section["trackers"] or ())}
         kwargs[name] = cls(**section)
@@ -117,6 +117,21 @@ def from_dict(data: dict[str, Any], where: str = "config") -> TrainConfig:
     if "output_dir" in data:
         kwargs["output_dir"] = str(data["output_dir"])
     return TrainConfig(**kwargs)
+
+
+def coerce(cls: type, data: dict[str, Any], where: str) -> dict[str, Any]:
+    """Unknown keys fail; numbers written as YAML strings (`1e-4` is a string in YAML 1.1) become numbers."""
+    _check_keys(data, {f.name for f in fields(cls)}, where)
+    out = dict(data)
+    for f in fields(cls):
+        value = out.get(f.name)
+        kind = str(f.type)
+        if isinstance(value, str) and "str" not in kind and ("float" in kind or "int" in kind):
+            try:
+                out[f.name] = float(value) if "float" in kind else int(value)
+            except ValueError:
+                raise ValueError(f"{where}: {f.name} must be a number, got {value!r}") from None
+    return out
 
 
 def _check_keys(data: dict[str, Any], known: set[str], where: str) -> None:

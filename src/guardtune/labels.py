@@ -47,6 +47,12 @@ class LabelSpace:
         return (self.tasks + tuple(f"prompt_categories/{c}" for c in self.prompt_categories)
                 + tuple(f"response_categories/{c}" for c in self.response_categories))
 
+    @property
+    def groups(self) -> list[int]:
+        """A task id per output: each binary task its own, each category field one (for the loss weighting)."""
+        n = len(self.tasks)
+        return list(range(n)) + [n] * len(self.prompt_categories) + [n + 1] * len(self.response_categories)
+
     def categories(self, field: str) -> tuple[str, ...]:
         return getattr(self, field)
 

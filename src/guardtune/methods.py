@@ -294,13 +294,15 @@ def replace_method(name: str, **changes: Any) -> Method:
 
 
 def method_params(name: str, params: dict[str, Any]) -> Any:
+    from guardtune.config import coerce
+
     cls = get(name).params
     known = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(params) - known)
     if unknown:
         raise KeyError(f"method {name!r} has no parameter {unknown[0]!r}; "
                        f"its parameters: {', '.join(sorted(known)) or '(none)'}")
-    return cls(**params)
+    return cls(**coerce(cls, params, f"method {name!r}"))
 
 
 def apply(name: str, model: nn.Module, params: Any, ctx: Context) -> None:

@@ -22,6 +22,7 @@ import torch
 from guardtune import checkpoint, methods
 from guardtune.config import TrainConfig
 from guardtune.data import Loaded, load_any
+from guardtune.data.splits import grouped_split
 from guardtune.encoding import Encoded, length_grouped_batches, length_sorted_batches
 from guardtune.guard import ClassifierGuard, Scores
 from guardtune.labels import LabelSpace
@@ -40,19 +41,30 @@ class TrainResult:
     guard: ClassifierGuard | None = None  # the trained guard, in memory (main process only)
 
 
+HOLDOUT = {"train": 0.9, "validation": 0.1}
+
+
 def read_data(cfg: TrainConfig, run_dir: Path) -> dict[str, Loaded | None]:
+    """train / validation / test. `validation: holdout` keeps a grouped 10% of the training data aside (for
+    datasets without a validation split); the rest trains."""
     rejects = run_dir / "rejects.jsonl" if cfg.data.on_bad_row == "skip" else None
-    return {split: load_any(value, cfg.data.on_bad_row, rejects) if value is not None else None
-            for split in ("train", "validation", "test") for value in [getattr(cfg.data, split)]}
+    out = {split: load_any(value, cfg.data.on_bad_row, rejects) if value not in (None, "holdout") else None
+           for split in ("train", "validation", "test") for value in [getattr(cfg.data, split)]}
+    if cfg.data.validation == "holdout":
+        train = out["train"]
+        out["train"], out["validation"] = (
+            Loaded(grouped_split(train.examples, part, cfg.training.seed, HOLDOUT), train.report,
+                   f"{train.label} ({part} {share:.0%})") for part, share in HOLDOUT.items())
+    return out
 
 
 def param_groups(model: torch.nn.Module, t: Any) -> list[dict[str, Any]]:
-    """No weight decay on biases and norms; the head may have its own learning rate."""
+    """No weight decay on biases and norms; the freshly initialised head learns faster (10 x lr unless set)."""
     groups: dict[tuple[bool, bool], list] = {}
     for name, p in model.named_parameters():
         if p.requires_grad:
             groups.setdefault((name.startswith("head."), p.ndim >= 2), []).append(p)
-    return [{"params": ps, "lr": (t.head_lr or t.lr) if head else t.lr, "weight_decay": t.weight_decay if decay else 0.0}
+    return [{"params": ps, "lr": (t.head_lr or 10 * t.lr) if head else t.lr, "weight_decay": t.weight_decay if decay else 0.0}
             for (head, decay), ps in sorted(groups.items())]
 
 
@@ -135,6 +147,9 @@ def train(cfg: TrainConfig, resume: bool = False, overwrite: bool = False, show_
     accelerator = Accelerator(cpu=multi_cpu, mixed_precision=mixed_precision(t.mixed_precision),
                               log_with=list(t.trackers) or None, project_dir=str(run))
     main = accelerator.is_main_process
+    if accelerator.distributed_type == "DEEPSPEED" and t.grad_accum > 1:
+        raise ValueError("under DeepSpeed set gradient accumulation in the DeepSpeed config "
+                         "(deepspeed_config.gradient_accumulation_steps) and keep training.grad_accum=1")
     if main:
         prepare_run_dir(run, resume, overwrite)
     accelerator.wait_for_everyone()
@@ -169,6 +184,7 @@ def train(cfg: TrainConfig, resume: bool = False, overwrite: bool = False, show_
     raw = accelerator.unwrap_model(model)
     pos_weight = positive_weight(t.pos_weight, train_set)
     pos_weight = pos_weight.to(accelerator.device) if pos_weight is not None else None
+    groups = torch.tensor(labels.groups, device=accelerator.device)
 
     progress = {"step": 0, "epoch": 0, "batch": 0, "best": None, "best_step": None, "examples": 0}
     if resume_from is not None:
@@ -200,7 +216,7 @@ def train(cfg: TrainConfig, resume: bool = False, overwrite: bool = False, show_
                 logits = model(input_ids=batch["input_ids"].to(accelerator.device),
                                attention_mask=batch["attention_mask"].to(accelerator.device), index=batch["index"])
                 loss = masked_bce(logits, batch["targets"].to(accelerator.device),
-                                  batch["mask"].to(accelerator.device), pos_weight)
+                                  batch["mask"].to(accelerator.device), pos_weight, groups)
                 if method.extra_loss is not None:
                     loss = loss + method.extra_loss(raw, params)
                 accelerator.backward(loss / t.grad_accum)

@@ -45,6 +45,8 @@ class GuardClassifier(nn.Module):
         self.head = nn.Linear(backbone.config.hidden_size, len(labels.outputs))
         self.frozen: list[nn.Module] = []  # kept in eval mode: a frozen trunk is a fixed feature extractor
         self.trunk: TrunkCache | None = None
+        # FSDP wraps each transformer block on its own: tell accelerate which classes those are
+        self._no_split_modules = getattr(backbone, "_no_split_modules", None)
 
     def train(self, mode: bool = True) -> GuardClassifier:
         super().train(mode)
@@ -62,8 +64,19 @@ class GuardClassifier(nn.Module):
 
 
 def masked_bce(logits: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor,
-               pos_weight: torch.Tensor | None = None) -> torch.Tensor:
-    """Mean binary cross-entropy over the labelled (output, example) cells only."""
+               pos_weight: torch.Tensor | None = None, groups: torch.Tensor | None = None) -> torch.Tensor:
+    """Binary cross-entropy over the labelled (example, output) cells only. With `groups` (a task id per output,
+    see `LabelSpace.groups`) each task weighs the same: a task's loss is its mean over its labelled cells, and
+    the loss is the mean over tasks with any label in the batch, so 14 category outputs do not drown one
+    binary task."""
     losses = F.binary_cross_entropy_with_logits(logits.float(), targets, pos_weight=pos_weight, reduction="none")
     mask = mask.to(losses.dtype)
-    return (losses * mask).sum() / mask.sum().clamp(min=1.0)
+    if groups is None:
+        return (losses * mask).sum() / mask.sum().clamp(min=1.0)
+    n_groups = int(groups.max()) + 1
+    per_group = torch.zeros(n_groups, device=losses.device).index_add(0, groups, (losses * mask).sum(0))
+    cells = torch.zeros(n_groups, device=losses.device).index_add(0, groups, mask.sum(0))
+    labelled = cells > 0
+    if not labelled.any():
+        return losses.sum() * 0.0
+    return (per_group[labelled] / cells[labelled]).mean()
