@@ -147,6 +147,9 @@ def train(cfg: TrainConfig, resume: bool = False, overwrite: bool = False, show_
     accelerator = Accelerator(cpu=multi_cpu, mixed_precision=mixed_precision(t.mixed_precision),
                               log_with=list(t.trackers) or None, project_dir=str(run))
     main = accelerator.is_main_process
+    # FSDP and ZeRO shard parameters: the final guard is gathered and saved, but resumable checkpoints and the
+    # best-step selection (which read whole tensors on one process) are not supported there yet.
+    sharded = accelerator.distributed_type in ("FSDP", "DEEPSPEED")
     if accelerator.distributed_type == "DEEPSPEED" and t.grad_accum > 1:
         raise ValueError("under DeepSpeed set gradient accumulation in the DeepSpeed config "
                          "(deepspeed_config.gradient_accumulation_steps) and keep training.grad_accum=1")
@@ -154,6 +157,8 @@ def train(cfg: TrainConfig, resume: bool = False, overwrite: bool = False, show_
         prepare_run_dir(run, resume, overwrite)
     accelerator.wait_for_everyone()
     ckpt_root = run / "checkpoints"
+    if resume and sharded:
+        raise ValueError("--resume is not supported with FSDP or DeepSpeed yet (sharded optimiser state)")
     resume_from = checkpoint.latest(ckpt_root) if resume else None
     if resume and resume_from is None and (run / "labels.json").exists():
         raise FileExistsError(f"{run} is a finished run; nothing to resume")
@@ -247,11 +252,11 @@ def train(cfg: TrainConfig, resume: bool = False, overwrite: bool = False, show_
                 scores = evaluate(model, val_set, labels, accelerator, t.eval_batch_size, pad_id)
                 _report(accelerator, log, {"step": step, **scores})
                 key = scores["val_auprc"] if scores["val_auprc"] is not None else -scores["val_loss"]
-                if progress["best"] is None or key > progress["best"]:
+                if not sharded and (progress["best"] is None or key > progress["best"]):
                     progress.update(best=key, best_step=step)
                     if main:
                         checkpoint.save_best(ckpt_root, raw, {"step": step, **scores})
-            if step % save_every == 0 and step < total and main:
+            if step % save_every == 0 and step < total and main and not sharded:
                 checkpoint.save(ckpt_root, raw, optimizer, scheduler, progress,
                                 method.state(raw) if method.state else None, t.keep_checkpoints)
             accelerator.wait_for_everyone()
@@ -261,18 +266,21 @@ def train(cfg: TrainConfig, resume: bool = False, overwrite: bool = False, show_
             progress["epoch"] += 1
             progress["batch"] = 0
     bar.close()
-    return _finish(cfg, accelerator, raw, tokenizer, data, run, progress, log)
+    return _finish(cfg, accelerator, model, tokenizer, data, run, progress, log)
 
 
-def _finish(cfg, accelerator, raw, tokenizer, data, run, progress, log) -> TrainResult:
+def _finish(cfg, accelerator, model, tokenizer, data, run, progress, log) -> TrainResult:
     """Keep the best validation step's weights, save the guard, and report on the test split."""
-    best = checkpoint.load_best(run / "checkpoints", raw) if data["validation"] else None
+    raw = accelerator.unwrap_model(model)
+    sharded = accelerator.distributed_type in ("FSDP", "DEEPSPEED")
+    best = checkpoint.load_best(run / "checkpoints", raw) if data["validation"] and not sharded else None
+    state = accelerator.get_state_dict(model) if sharded else None  # gathers shards; every process takes part
     test = guard = None
     if accelerator.is_main_process:
-        save_weights(raw, run, cfg.method.name)
+        save_weights(raw, run, cfg.method.name, state)
         guard = ClassifierGuard(raw, tokenizer, cfg.model.max_length, name=str(run),
                                 batch_size=cfg.training.eval_batch_size)
-        if data["test"] is not None:
+        if data["test"] is not None and not sharded:  # sharded: score with guardtune.load(run) afterwards
             examples = data["test"].examples
             test = summary(examples, guard.score(examples))
             (run / "test_metrics.json").write_text(json.dumps(test, indent=1) + "\n", encoding="utf-8")

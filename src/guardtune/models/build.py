@@ -61,17 +61,24 @@ def load_trainable_state(model: nn.Module, state: dict[str, torch.Tensor]) -> No
             params[name].copy_(value)
 
 
-def save_weights(model: GuardClassifier, run_dir: Path, method_name: str) -> None:
+def save_weights(model: GuardClassifier, run_dir: Path, method_name: str,
+                 state: dict[str, torch.Tensor] | None = None) -> None:
+    """Save the adapter (or trained backbone tensors), the head and the label space. `state` is the model's full
+    state dict when parameters are sharded (FSDP, ZeRO-3) and had to be gathered first."""
     method = methods.get(method_name)
+    gathered = state is not None
+    state = state if gathered else model.state_dict()
+    backbone = {k.removeprefix("backbone."): v for k, v in state.items() if k.startswith("backbone.")}
     if method.peft:
-        kwargs = {}
+        kwargs: dict = {"state_dict": backbone} if gathered else {}
         if method.initial_adapter:
             kwargs["path_initial_model_for_weight_conversion"] = str(run_dir / methods.PISSA_INIT)
         model.backbone.save_pretrained(str(run_dir / ADAPTER), **kwargs)
     else:
-        tensors = {n: p.detach().cpu().contiguous() for n, p in model.backbone.named_parameters() if p.requires_grad}
-        save_file(tensors, str(run_dir / BACKBONE))
-    save_file({n: p.detach().cpu().contiguous() for n, p in model.head.named_parameters()}, str(run_dir / HEADS))
+        trained = [n for n, p in model.backbone.named_parameters() if p.requires_grad]
+        save_file({n: backbone[n].detach().cpu().contiguous() for n in trained}, str(run_dir / BACKBONE))
+    heads = {k.removeprefix("head."): v.detach().cpu().contiguous() for k, v in state.items() if k.startswith("head.")}
+    save_file(heads, str(run_dir / HEADS))
     (run_dir / "labels.json").write_text(json.dumps(model.labels.to_dict(), indent=1) + "\n", encoding="utf-8")
 
 
