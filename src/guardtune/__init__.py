@@ -3,8 +3,8 @@
 __version__ = "0.1.0"
 
 
-def load(run_dir, device=None):
-    """The guard trained into `run_dir`: `guard.score(examples)`, `guard.moderate(text, response=None)`."""
+def load(run_dir, device=None, label_map=None):
+    """The guard in `run_dir` (or `hf:<model id>`): `guard.score(examples)`, `guard.moderate(text, response=None)`."""
     from guardtune.guard import load as load_guard
 
-    return load_guard(run_dir, device)
+    return load_guard(run_dir, device, label_map)

@@ -9,6 +9,7 @@ import sys
 from guardtune import __version__
 from guardtune.commands import data as data_cmd
 from guardtune.commands import demo as demo_cmd
+from guardtune.commands import evaluate as evaluate_cmd
 from guardtune.commands import train as train_cmd
 
 DESCRIPTION = """\
@@ -17,6 +18,9 @@ prompt is harmful, whether a response is harmful or a refusal, and which policy 
 
 Start here:
   guardtune demo                          the main job on the embedded default (offline, a few minutes)
+  guardtune train CONFIG [key=value ...]  train a guard (see configs/)
+  guardtune eval RUN --data demo:test     metrics with intervals, slices, plots and a report
+  guardtune calibrate RUN --data NAME     thresholds chosen on validation data, saved in the run
   guardtune data list                     every dataset guardtune can load, and whether it is here
   guardtune data show toxicchat_human:test --n 3
   guardtune data stats multijail          label balance per language and category
@@ -33,6 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     demo_cmd.add_parser(commands)
     train_cmd.add_parser(commands)
+    evaluate_cmd.add_parser(commands)
     data_cmd.add_parser(commands)
     return parser
 

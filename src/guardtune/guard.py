@@ -41,20 +41,44 @@ class Scores:
 
 @dataclass
 class Thresholds:
-    """Decision thresholds per output; 0.5 for any output not calibrated."""
+    """Decision thresholds per output (0.5 for any output not calibrated), and optional temperatures that
+    rescale a guard's probabilities (sigmoid(logit(p) / T)); both saved in the run as thresholds.json."""
     values: dict[str, float] = field(default_factory=dict)
     default: float = 0.5
+    temperature: dict[str, float] = field(default_factory=dict)
+    info: dict[str, Any] = field(default_factory=dict)  # how they were chosen: strategy, data, date
 
     def __getitem__(self, output: str) -> float:
         return self.values.get(output, self.default)
 
+    @property
+    def calibrated(self) -> bool:
+        return bool(self.values or self.temperature)
+
+    def rescale(self, scores: Scores) -> Scores:
+        if not self.temperature:
+            return scores
+        from guardtune.calibrate import scale
+
+        probs = scores.probs.copy()
+        for output, t in self.temperature.items():
+            if output in scores.labels.outputs:
+                j = scores.labels.index(output)
+                probs[:, j] = scale(probs[:, j], t)
+        return Scores(scores.labels, probs)
+
+    def save(self, run_dir: Path) -> None:
+        data = {**self.info, "default": self.default, "thresholds": self.values, "temperature": self.temperature}
+        (Path(run_dir) / THRESHOLDS).write_text(json.dumps(data, indent=1) + "\n", encoding="utf-8")
+
     @classmethod
     def read(cls, run_dir: Path) -> Thresholds:
-        path = run_dir / THRESHOLDS
+        path = Path(run_dir) / THRESHOLDS
         if not path.is_file():
             return cls()
         data = json.loads(path.read_text(encoding="utf-8"))
-        return cls(dict(data.get("thresholds", {})), float(data.get("default", 0.5)))
+        values, temperature = dict(data.pop("thresholds", {})), dict(data.pop("temperature", {}))
+        return cls(values, float(data.pop("default", 0.5)), temperature, data)
 
 
 class Guard(Protocol):
@@ -77,7 +101,26 @@ def verdict(guard: Any, scores: Scores, row: int = 0) -> dict[str, Any]:
     return out
 
 
-class ClassifierGuard:
+class GuardBase:
+    """What every concrete guard shares: temperatures applied to its raw probabilities, and verdicts."""
+    labels: LabelSpace
+    thresholds: Thresholds
+    name: str
+
+    def score(self, examples: Sequence[Example], batch_size: int | None = None, show_progress: bool = False,
+              calibrated: bool = True) -> Scores:
+        """Probabilities for every output; with temperatures from calibration applied unless calibrated=False."""
+        raw = self._score(examples, batch_size, show_progress)
+        return self.thresholds.rescale(raw) if calibrated else raw
+
+    def _score(self, examples: Sequence[Example], batch_size: int | None, show_progress: bool) -> Scores:
+        raise NotImplementedError
+
+    def moderate(self, prompt: str, response: str | None = None) -> dict[str, Any]:
+        return verdict(self, self.score([Example(prompt=prompt, response=response)]))
+
+
+class ClassifierGuard(GuardBase):
     """A trained classifier guard: tokenizer + model + label space + thresholds."""
 
     def __init__(self, model: torch.nn.Module, tokenizer: Any, max_length: int, thresholds: Thresholds | None = None,
@@ -91,8 +134,7 @@ class ClassifierGuard:
         self.batch_size = batch_size
 
     @torch.inference_mode()
-    def score(self, examples: Sequence[Example], batch_size: int | None = None,
-              show_progress: bool = False) -> Scores:
+    def _score(self, examples: Sequence[Example], batch_size: int | None, show_progress: bool) -> Scores:
         from guardtune.encoding import collate, length_sorted_batches, tokenize
         from guardtune.ui import progress
 
@@ -107,21 +149,30 @@ class ClassifierGuard:
             probs[index] = torch.sigmoid(logits.float()).cpu().numpy()
         return Scores(self.labels, probs)
 
-    def moderate(self, prompt: str, response: str | None = None) -> dict[str, Any]:
-        scores = self.score([Example(prompt=prompt, response=response)])
-        return verdict(self, scores)
+
+def load(run_dir: str | Path, device: str | None = None, label_map: dict[str, str] | None = None) -> GuardBase:
+    """A guard to score with: a guardtune run directory (a trained classifier or a baseline), or `hf:<id or path>`
+    for any Hugging Face sequence-classification checkpoint (its labels mapped onto tasks by `label_map`)."""
+    if str(run_dir).startswith("hf:"):
+        from guardtune.baselines import HFClassifierGuard
+
+        return HFClassifierGuard(str(run_dir)[3:], label_map, device=device)
+    run_dir = Path(run_dir)
+    if (run_dir / "guard.json").is_file():
+        from guardtune.baselines import load_baseline
+
+        return load_baseline(run_dir)
+    return load_classifier_run(run_dir, device)
 
 
-def load(run_dir: str | Path, device: str | None = None) -> ClassifierGuard:
-    """The guard trained into `run_dir` (see `guardtune.models.build` for what the directory holds)."""
+def load_classifier_run(run_dir: Path, device: str | None = None) -> ClassifierGuard:
     from guardtune import config as config_mod
     from guardtune.models.backbone import load_tokenizer
     from guardtune.models.build import load_classifier
 
-    run_dir = Path(run_dir)
     if not (run_dir / "config.yaml").is_file() or not (run_dir / "labels.json").is_file():
         raise FileNotFoundError(f"{run_dir} is not a finished guardtune run (no config.yaml and labels.json); "
-                                "train one with `guardtune train`")
+                                "train one with `guardtune train`, or give hf:<model id> for a hub classifier")
     cfg = config_mod.load(run_dir / "config.yaml")
     model = load_classifier(run_dir, cfg)
     if device:

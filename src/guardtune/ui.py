@@ -15,8 +15,8 @@ T = TypeVar("T")
 
 @lru_cache(maxsize=1)
 def console() -> Console:
-    # Piped or captured output gets 120 columns (rich would use 80), so that metric tables do not wrap.
-    return Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 120)
+    # Piped or captured output gets 140 columns (rich would use 80), so that metric tables do not wrap.
+    return Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 140)
 
 
 def table(title: str | None, columns: Sequence[str], rows: Iterable[Sequence[object]]) -> Table:

@@ -1,0 +1,113 @@
+"""Decision thresholds and probability calibration, chosen on a validation set and saved in the run.
+
+    guardtune calibrate RUN --data toxicchat_human:train --strategy max_f1 --temperature
+
+Strategies per output (each task, each category): `max_f1` (the threshold with the best positive-class F1),
+`fpr` (the most recall whose false-positive rate stays at or under --target), `recall` (the highest threshold
+that still catches --target of the positives). Temperature scaling (one temperature per output, fitted by
+log-loss) makes probabilities honest without changing their order. `thresholds.json` then serves eval,
+moderate and serve. Calibrating on a test split is allowed but warned about: the test numbers stop being a
+test.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+STRATEGIES = ("max_f1", "fpr", "recall")
+
+
+def choose_threshold(y: np.ndarray, prob: np.ndarray, strategy: str = "max_f1", target: float | None = None) -> float:
+    from sklearn.metrics import precision_recall_curve, roc_curve
+
+    y = np.asarray(y).astype(int)
+    if strategy not in STRATEGIES:
+        raise ValueError(f"unknown strategy {strategy!r}; choose from {', '.join(STRATEGIES)}")
+    if strategy != "max_f1" and target is None:
+        raise ValueError(f"strategy {strategy!r} needs a target (e.g. --target 0.05)")
+    if y.min(initial=1) == y.max(initial=0):
+        return 0.5  # one class only: nothing to choose from
+    if strategy == "max_f1":
+        precision, recall, thresholds = precision_recall_curve(y, prob)
+        f1 = 2 * precision * recall / np.maximum(precision + recall, 1e-12)
+        best = int(np.argmax(f1[:-1]))
+        # any threshold in (next lower score, this score] flags the same rows: take the middle, not the edge
+        return float((thresholds[best] + thresholds[best - 1]) / 2 if best > 0 else thresholds[best])
+    if strategy == "fpr":
+        fpr, tpr, thresholds = roc_curve(y, prob)
+        allowed = np.flatnonzero(fpr <= target)
+        best = allowed[np.argmax(tpr[allowed])]
+        return float(min(thresholds[best], 1.0))
+    precision, recall, thresholds = precision_recall_curve(y, prob)
+    reaching = np.flatnonzero(recall[:-1] >= target)
+    return float(thresholds[reaching.max()]) if len(reaching) else float(prob.min())
+
+
+def logit(prob: np.ndarray) -> np.ndarray:
+    p = np.clip(np.asarray(prob, dtype=np.float64), 1e-7, 1 - 1e-7)
+    return np.log(p / (1 - p))
+
+
+def scale(prob: np.ndarray, temperature: float) -> np.ndarray:
+    return 1 / (1 + np.exp(-logit(prob) / temperature))
+
+
+def fit_temperature(y: np.ndarray, prob: np.ndarray) -> float:
+    """The temperature T minimising log-loss of sigmoid(logit(p) / T); 1.0 when the data cannot say."""
+    from scipy.optimize import minimize_scalar
+
+    y = np.asarray(y).astype(float)
+    if len(y) < 2 or y.min() == y.max():
+        return 1.0
+    z = logit(prob)
+
+    def loss(log_t: float) -> float:
+        q = np.clip(1 / (1 + np.exp(-z / np.exp(log_t))), 1e-12, 1 - 1e-12)
+        return float(-(y * np.log(q) + (1 - y) * np.log(1 - q)).mean())
+
+    return float(np.exp(minimize_scalar(loss, bounds=(-3.0, 3.0), method="bounded").x))
+
+
+def reliability(y: np.ndarray, prob: np.ndarray, bins: int = 10) -> dict[str, Any]:
+    """Equal-width bins: mean confidence, observed positive rate and count per bin, and the expected
+    calibration error (ECE: the count-weighted mean gap)."""
+    y, prob = np.asarray(y, dtype=float), np.asarray(prob, dtype=float)
+    index = np.minimum((prob * bins).astype(int), bins - 1)
+    rows = []
+    for b in range(bins):
+        inside = index == b
+        if inside.any():
+            rows.append({"bin": b, "confidence": float(prob[inside].mean()), "observed": float(y[inside].mean()),
+                         "count": int(inside.sum())})
+    ece = sum(r["count"] * abs(r["confidence"] - r["observed"]) for r in rows) / max(len(y), 1)
+    return {"bins": rows, "ece": float(ece)}
+
+
+def calibrate(guard: Any, examples: list, strategy: str = "max_f1", target: float | None = None,
+              temperature: bool = False) -> dict[str, Any]:
+    """Thresholds (and temperatures) per output from labelled examples, and the calibration evidence."""
+    from guardtune.labels import LabelSpace
+    from guardtune.metrics import binary
+
+    labels: LabelSpace = guard.labels
+    raw = guard.score(examples, calibrated=False, show_progress=True)
+    y_all, known = labels.targets(examples)
+    thresholds, temperatures, evidence = {}, {}, {}
+    for j, output in enumerate(labels.outputs):
+        rows = known[:, j]
+        if rows.sum() < 2:
+            continue
+        y, p = y_all[rows, j], raw.probs[rows, j]
+        t = fit_temperature(y, p) if temperature else 1.0
+        q = scale(p, t)
+        thresholds[output] = choose_threshold(y, q, strategy, target)
+        if temperature:
+            temperatures[output] = t
+        evidence[output] = {"n": int(rows.sum()), "positives": int(y.sum()), "threshold": thresholds[output],
+                            "temperature": t, "ece_before": reliability(y, p)["ece"],
+                            "ece_after": reliability(y, q)["ece"],
+                            "at_threshold": {k: binary(y, q, thresholds[output])[k] for k in ("f1", "recall", "fpr")}}
+    return {"strategy": strategy, "target": target, "thresholds": thresholds, "temperature": temperatures,
+            "evidence": evidence}

@@ -1,0 +1,169 @@
+"""`guardtune eval`, `guardtune calibrate`, `guardtune baseline`: trustworthy numbers for any guard.
+
+examples:
+  guardtune eval runs/demo --data demo:test
+  guardtune eval runs/tc --data toxicchat_human:test --data multijail:test --compare runs/tfidf
+  guardtune eval hf:unitary/toxic-bert --label-map toxic=prompt_harmful --data toxicchat_human:test --out eval/tb
+  guardtune calibrate runs/tc --data toxicchat_human:train --strategy fpr --target 0.05 --temperature
+  guardtune baseline tfidf --data toxicchat_human:train --out runs/tfidf
+
+A guard is a run directory (`guardtune train`, `guardtune baseline`) or hf:<id or path> for a Hugging Face
+sequence classifier. eval writes metrics.json, report.md and plots/*.png (into the run directory unless --out
+says otherwise); calibrate writes thresholds.json into the run, which eval, moderate and serve then use.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from guardtune.ui import console, table
+
+
+def add_parser(commands) -> None:
+    formatter = argparse.RawDescriptionHelpFormatter
+    p = commands.add_parser("eval", help="metrics with intervals, slices, plots and a report for a guard",
+                            description=__doc__, formatter_class=formatter)
+    p.add_argument("guard", metavar="RUN", help="a run directory, or hf:<model id or path>")
+    p.add_argument("--data", action="append", required=True, metavar="NAME[:split]",
+                   help="a dataset, file or YAML data config; repeat for several")
+    p.add_argument("--out", help="output directory (default: the run directory)")
+    p.add_argument("--compare", metavar="RUN", help="a second guard: paired bootstrap against this one")
+    p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the 95%% intervals (0: none)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-plots", action="store_true")
+    _label_map_argument(p)
+    p.set_defaults(run=run_eval, parser=p)
+
+    c = commands.add_parser("calibrate", help="choose decision thresholds (and temperatures) on validation data",
+                            description=__doc__, formatter_class=formatter)
+    c.add_argument("guard", metavar="RUN")
+    c.add_argument("--data", action="append", required=True, metavar="NAME[:split]")
+    c.add_argument("--strategy", choices=("max_f1", "fpr", "recall"), default="max_f1",
+                   help="max_f1: best positive-class F1; fpr: most recall with FPR <= --target; "
+                        "recall: highest threshold catching --target of the positives")
+    c.add_argument("--target", type=float, help="the FPR or recall target of --strategy fpr|recall")
+    c.add_argument("--temperature", action="store_true", help="also fit a temperature per output (log-loss)")
+    c.set_defaults(run=run_calibrate, parser=c)
+
+    b = commands.add_parser("baseline", help="train a simple baseline guard (TF-IDF + logistic regression)",
+                            description=__doc__, formatter_class=formatter)
+    b.add_argument("kind", choices=("tfidf",))
+    b.add_argument("--data", action="append", required=True, metavar="NAME[:split]")
+    b.add_argument("--out", required=True, help="the directory to write the baseline guard to")
+    b.set_defaults(run=run_baseline, parser=b)
+
+
+def _label_map_argument(p) -> None:
+    p.add_argument("--label-map", action="append", default=[], metavar="LABEL=OUTPUT",
+                   help="for hf: guards, which checkpoint label is which output (e.g. toxic=prompt_harmful)")
+
+
+def load_sets(names: list[str]) -> list:
+    from guardtune.data import load_any
+
+    return [load_any(name) for name in names]
+
+
+def run_eval(args: argparse.Namespace) -> int:
+    import guardtune
+    from guardtune import evaluate, report
+
+    label_map = dict(item.split("=", 1) for item in args.label_map) or None
+    guard = guardtune.load(args.guard, label_map=label_map)
+    other = guardtune.load(args.compare) if args.compare else None
+    out = Path(args.out) if args.out else (Path(args.guard) if Path(args.guard).is_dir() else
+                                           Path("eval") / report.slug(args.guard))
+    results = {"guard": guard.name, "thresholds": "calibrated" if guard.thresholds.values else "0.5",
+               "bootstrap": args.bootstrap, "seed": args.seed, "datasets": {}}
+    arrays = {}
+    comparison = {}
+    for loaded in load_sets(args.data):
+        results["datasets"][loaded.label], arrays[loaded.label] = evaluate.evaluate_set(
+            guard, loaded.examples, args.bootstrap, args.seed)
+        if other is not None:
+            _, other_arrays = evaluate.evaluate_set(other, loaded.examples, 0, args.seed)
+            comparison[loaded.label] = evaluate.compare(arrays[loaded.label], other_arrays, args.bootstrap, args.seed)
+    if other is not None:
+        results["comparison"], results["comparison_guard"] = comparison, other.name
+    report.write(results, arrays, out, make_plots=not args.no_plots)
+    print_summary(results)
+    console().print(f"wrote {out / 'metrics.json'}, {out / 'report.md'}" + ("" if args.no_plots else " and plots/"))
+    return 0
+
+
+def print_summary(results: dict) -> None:
+    from guardtune.report import fmt, main_metrics
+
+    rows = []
+    for label, data in results["datasets"].items():
+        for task, entry in data["tasks"].items():
+            m, ci = main_metrics(entry), entry.get("ci95", {})
+            rows.append((label, task, m["n"], m["positives"], f"{m['threshold']:.2f}", fmt(m["f1"], ci.get("f1")),
+                         fmt(m["auprc"], ci.get("auprc")), fmt(m["roc_auc"]), fmt(m["recall"]), fmt(m["fpr"])))
+    console().print(table(f"{results['guard']} (F1 = positive-class F1; 95% bootstrap intervals)",
+                          ["data", "task", "n", "pos", "thr", "F1", "AUPRC", "ROC-AUC", "recall", "FPR"], rows))
+
+
+def run_calibrate(args: argparse.Namespace) -> int:
+    import guardtune
+    from guardtune import calibrate, plots
+    from guardtune.guard import Thresholds
+
+    run_dir = Path(args.guard)
+    if not run_dir.is_dir():
+        raise FileNotFoundError(f"{run_dir} is not a run directory; thresholds are saved into one")
+    if any(":test" in name or name.endswith("test") for name in args.data):
+        print("WARNING: calibrating on a test split. Thresholds tuned on test data make every later number on it "
+              "optimistic; calibrate on a validation split and keep the test split for eval.", file=sys.stderr)
+    guard = guardtune.load(run_dir)
+    examples = [ex for loaded in load_sets(args.data) for ex in loaded.examples]
+    found = calibrate.calibrate(guard, examples, args.strategy, args.target, args.temperature)
+    info = {"strategy": args.strategy, "target": args.target, "data": args.data, "temperature_scaling": args.temperature,
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    Thresholds(found["thresholds"], 0.5, found["temperature"], info).save(run_dir)
+    out = run_dir / "calibration"
+    lines = ["# Calibration", "", f"Strategy {args.strategy}" + (f", target {args.target}" if args.target else "")
+             + f", on {', '.join(args.data)}.", "", "| output | n | positives | threshold | temperature | ECE before "
+             "| ECE after | F1 | recall | FPR |", "|---|---|---|---|---|---|---|---|---|---|"]
+    raw = guard.score(examples, calibrated=False)
+    y_all, known = guard.labels.targets(examples)
+    for output, e in found["evidence"].items():
+        at = e["at_threshold"]
+        lines.append(f"| {output} | {e['n']} | {e['positives']} | {e['threshold']:.3f} | {e['temperature']:.2f} "
+                     f"| {e['ece_before']:.3f} | {e['ece_after']:.3f} | {_f(at['f1'])} | {_f(at['recall'])} "
+                     f"| {_f(at['fpr'])} |")
+    for task in guard.labels.tasks:
+        j = guard.labels.index(task)
+        rows = known[:, j]
+        if task in found["evidence"]:
+            y, p = y_all[rows, j], raw.probs[rows, j]
+            curves = {"raw": calibrate.reliability(y, p)}
+            if args.temperature:
+                curves["scaled"] = calibrate.reliability(y, calibrate.scale(p, found["temperature"][task]))
+            plots.reliability(curves, task, out / f"reliability-{task}.png")
+            lines += ["", f"![reliability {task}](reliability-{task}.png)"]
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "report.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    console().print(table(f"thresholds saved to {run_dir / 'thresholds.json'}", ["output", "threshold", "temperature",
+                                                                                 "ECE before", "ECE after"],
+                          [(o, f"{e['threshold']:.3f}", f"{e['temperature']:.2f}", f"{e['ece_before']:.3f}",
+                            f"{e['ece_after']:.3f}") for o, e in found["evidence"].items()]))
+    return 0
+
+
+def _f(value) -> str:
+    return "-" if value is None else f"{value:.3f}"
+
+
+def run_baseline(args: argparse.Namespace) -> int:
+    from guardtune.baselines import TfidfGuard
+
+    examples = [ex for loaded in load_sets(args.data) for ex in loaded.examples]
+    guard = TfidfGuard(name=args.out).fit(examples)
+    out = guard.save(args.out)
+    console().print(f"trained a TF-IDF + logistic regression guard on {len(examples)} examples "
+                    f"({', '.join(guard.labels.outputs[:6])}{'...' if len(guard.labels.outputs) > 6 else ''}) -> {out}")
+    return 0

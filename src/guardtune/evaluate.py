@@ -1,0 +1,107 @@
+"""`guardtune eval`: every metric that matters for a guard, on one or more datasets, with intervals and slices,
+written as metrics.json, report.md and plots/*.png.
+
+Numbers are given at 0.5 and, when the run has calibrated thresholds, at those. Confidence intervals are
+seeded percentile bootstraps (95%). Slices: per language, per source dataset, and per true category (the
+recall of harmful items of each category).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from guardtune import metrics
+from guardtune.calibrate import reliability
+from guardtune.data.example import Example
+from guardtune.labels import CATEGORY_FIELDS
+
+SLICES = ("language", "source")
+CATEGORY_OF_TASK = {"prompt_harmful": "prompt_categories", "response_harmful": "response_categories"}
+
+
+@dataclass
+class TaskArrays:
+    """What plots and comparisons need, kept beside the JSON results."""
+    y: np.ndarray
+    prob: np.ndarray
+    threshold: float
+    languages: list[str] = field(default_factory=list)
+
+
+def evaluate_set(guard: Any, examples: Sequence[Example], n_boot: int = 1000, seed: int = 0,
+                 show_progress: bool = True) -> tuple[dict[str, Any], dict[str, TaskArrays]]:
+    scores = guard.score(examples, show_progress=show_progress)
+    calibrated = guard.thresholds.values
+    result: dict[str, Any] = {"n": len(examples), "tasks": {}, "categories": {}}
+    arrays: dict[str, TaskArrays] = {}
+    for task in guard.labels.tasks:
+        rows = [i for i, ex in enumerate(examples) if ex.label(task) is not None]
+        if not rows:
+            continue
+        y = np.array([examples[i].label(task) for i in rows])
+        p = scores[task][rows]
+        threshold = guard.thresholds[task]
+        entry: dict[str, Any] = {"at_0.5": metrics.binary(y, p, 0.5)}
+        if task in calibrated:
+            entry["at_calibrated"] = metrics.binary(y, p, threshold)
+        entry["threshold"] = threshold
+        entry["calibration"] = reliability(y, p)  # expected calibration error and the diagram's bins
+        entry["ci95"] = metrics.bootstrap_binary(y, p, threshold, n_boot, seed) if n_boot else {}
+        entry["slices"] = slices([examples[i] for i in rows], y, p, threshold, task)
+        result["tasks"][task] = entry
+        arrays[task] = TaskArrays(y, p, threshold, [examples[i].language for i in rows])
+    for field_name in CATEGORY_FIELDS:
+        codes, probs = scores.categories(field_name)
+        rows = [i for i, ex in enumerate(examples) if getattr(ex, field_name) is not None]
+        if codes and rows:
+            true = [set(getattr(examples[i], field_name)) for i in rows]
+            result["categories"][field_name] = metrics.categories(
+                true, probs[rows], codes, [guard.thresholds[f"{field_name}/{c}"] for c in codes])
+    return result, arrays
+
+
+def slices(examples: Sequence[Example], y: np.ndarray, p: np.ndarray, threshold: float, task: str) -> dict:
+    out: dict[str, dict[str, Any]] = {}
+    for key in SLICES:
+        values = np.array([getattr(ex, key) or "?" for ex in examples])
+        if len(set(values)) > 1:
+            out[key] = {v: metrics.binary(y[values == v], p[values == v], threshold) for v in sorted(set(values))}
+    field_name = CATEGORY_OF_TASK.get(task)
+    if field_name:
+        by_code: dict[str, list[int]] = {}
+        for i, ex in enumerate(examples):
+            for code in getattr(ex, field_name) or ():
+                by_code.setdefault(code, []).append(i)
+        if by_code:
+            out["category"] = {c: metrics.binary(y[rows], p[rows], threshold) for c, rows in sorted(by_code.items())}
+    return out
+
+
+def compare(a: dict[str, TaskArrays], b: dict[str, TaskArrays], n_boot: int = 1000, seed: int = 0) -> dict:
+    """Paired bootstrap of guard B against guard A on the same rows, per task: AUPRC and F1 at each one's own
+    threshold."""
+    out = {}
+    for task in sorted(set(a) & set(b)):
+        y = a[task].y
+        if len(y) != len(b[task].y) or (y != b[task].y).any():
+            continue
+        ta, tb = a[task].threshold, b[task].threshold
+        out[task] = {"auprc": metrics.paired_bootstrap(_auprc, y, a[task].prob, b[task].prob, n_boot, seed),
+                     "f1": metrics.paired_bootstrap(_f1, y, (a[task].prob >= ta).astype(float),
+                                                    (b[task].prob >= tb).astype(float), n_boot, seed)}
+    return out
+
+
+def _auprc(y: np.ndarray, p: np.ndarray) -> float | None:
+    from sklearn.metrics import average_precision_score
+
+    return float(average_precision_score(y, p)) if 0 < y.sum() < len(y) else None
+
+
+def _f1(y: np.ndarray, flagged: np.ndarray) -> float | None:
+    tp, fp, _, fn = metrics.counts(y, flagged >= 0.5)
+    return metrics.f1_from(tp, fp, fn) if tp + fn else None

@@ -1,0 +1,98 @@
+"""Every metric on cases computed by hand, including the traps published studies fall into."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from guardtune import metrics
+
+Y = np.array([1, 1, 1, 0, 0, 0, 0, 0])
+P = np.array([0.9, 0.6, 0.3, 0.7, 0.2, 0.1, 0.4, 0.05])
+
+
+def test_binary_at_a_threshold_by_hand():
+    m = metrics.binary(Y, P, 0.5)
+    # predicted positive: 0.9 (tp), 0.6 (tp), 0.7 (fp); missed: 0.3 (fn); tn: 4
+    assert (m["tp"], m["fp"], m["tn"], m["fn"]) == (2, 1, 4, 1)
+    assert m["precision"] == pytest.approx(2 / 3) and m["recall"] == pytest.approx(2 / 3)
+    assert m["f1"] == pytest.approx(2 / 3)
+    assert m["fpr"] == pytest.approx(1 / 5) and m["fnr"] == pytest.approx(1 / 3)
+    assert m["accuracy"] == pytest.approx(6 / 8)
+    assert m["mcc"] == pytest.approx((2 * 4 - 1 * 1) / np.sqrt(3 * 3 * 5 * 5))
+
+
+def test_positive_class_f1_is_not_macro_f1():
+    # 9 negatives all right, 1 positive missed: positive-class F1 is 0, macro-F1 looks like a decent 0.47
+    y = np.array([1] + [0] * 9)
+    p = np.array([0.1] + [0.2] * 9)
+    m = metrics.binary(y, p)
+    assert m["f1"] == 0.0
+    assert m["macro_f1"] == pytest.approx((0 + 2 * 9 / (2 * 9 + 1)) / 2)
+
+
+def test_rank_metrics_by_hand_and_ties_are_one_threshold():
+    # ranking: 0.9(+) 0.7(-) 0.6(+) 0.4(-) 0.3(+) ...: AP = mean of precision at each positive = (1 + 2/3 + 3/5)/3
+    m = metrics.binary(Y, P)
+    assert m["auprc"] == pytest.approx((1 + 2 / 3 + 3 / 5) / 3)
+    pairs = sum(p > n for p in P[Y == 1] for n in P[Y == 0])
+    assert m["roc_auc"] == pytest.approx(pairs / 15)
+    # all scores tied: one threshold, precision = base rate, whatever the row order
+    tied = metrics.binary(np.array([1, 0, 0, 1]), np.array([0.5] * 4))
+    flipped = metrics.binary(np.array([0, 1, 1, 0]), np.array([0.5] * 4))
+    assert tied["auprc"] == flipped["auprc"] == pytest.approx(0.5)
+    assert tied["roc_auc"] == pytest.approx(0.5)
+
+
+def test_recall_at_fixed_fpr():
+    # with FPR <= 0 allowed: only scores above the highest negative (0.7): recall 1/3; at 1/5 FPR: 2/3
+    assert metrics.recall_at_fpr(Y, P, 0.0) == pytest.approx(1 / 3)
+    assert metrics.recall_at_fpr(Y, P, 0.2) == pytest.approx(2 / 3)
+    assert metrics.binary(Y, P)["recall_at_5pct_fpr"] == pytest.approx(1 / 3)
+
+
+def test_positives_only_reports_recall_and_says_why():
+    m = metrics.binary(np.array([1, 1, 1, 1]), np.array([0.9, 0.8, 0.2, 0.6]))
+    assert m["recall"] == pytest.approx(0.75)
+    assert m["precision"] is None and m["auprc"] is None and m["fpr"] is None and m["f1"] is None
+    assert "positives only" in m["note"]
+
+
+def test_jaccard_per_sample_with_the_empty_set_convention():
+    assert metrics.jaccard(set(), set()) == 1.0
+    assert metrics.jaccard({"S1"}, set()) == 0.0
+    assert metrics.jaccard({"S1", "S2"}, {"S2", "S3"}) == pytest.approx(1 / 3)
+    true = [{"S1"}, set(), {"S1", "S2"}]
+    prob = np.array([[0.9, 0.1], [0.1, 0.2], [0.8, 0.3]])
+    m = metrics.categories(true, prob, ["S1", "S2"])
+    # per sample: 1, 1 (both empty), 1/2 -> mean 5/6; averaging per column instead would give a different number
+    assert m["jaccard"] == pytest.approx((1 + 1 + 0.5) / 3)
+    assert m["exact_match"] == pytest.approx(2 / 3)
+    # cells: S1 tp 2; S2 fn 1 -> micro F1 = 4 / (4 + 1); macro over categories with support: (1 + 0) / 2
+    assert m["micro_f1"] == pytest.approx(4 / 5)
+    assert m["macro_f1"] == pytest.approx(0.5)
+    assert m["per_category"]["S1"]["recall"] == 1.0 and m["per_category"]["S2"]["recall"] == 0.0
+    # a true category the guard cannot predict still counts against Jaccard
+    assert metrics.categories([{"S9"}], np.array([[0.1, 0.1]]), ["S1", "S2"])["jaccard"] == 0.0
+
+
+def test_bootstrap_is_seeded_and_brackets_the_estimate():
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, 400)
+    p = np.clip(y * 0.3 + rng.random(400) * 0.7, 0, 1)
+    auprc = lambda y_, p_: metrics.binary(y_, p_)["auprc"]  # noqa: E731
+    ci = metrics.bootstrap(auprc, (y, p), n=200, seed=1)
+    assert ci == metrics.bootstrap(auprc, (y, p), n=200, seed=1)
+    assert ci[0] < auprc(y, p) < ci[1] and ci[1] - ci[0] < 0.2
+
+
+def test_paired_bootstrap_detects_a_real_difference_and_not_a_null_one():
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, 300)
+    good = np.clip(y * 0.5 + rng.random(300) * 0.5, 0, 1)
+    noise = rng.random(300)
+    auc = lambda y_, p_: metrics.binary(y_, p_)["roc_auc"]  # noqa: E731
+    better = metrics.paired_bootstrap(auc, y, noise, good, n=300, seed=0)
+    assert better["difference"] > 0.3 and better["p_value"] < 0.01 and better["ci"][0] > 0
+    same = metrics.paired_bootstrap(auc, y, good, good.copy(), n=300, seed=0)
+    assert same["difference"] == 0 and same["p_value"] == 1.0
