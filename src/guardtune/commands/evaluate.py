@@ -9,7 +9,8 @@ examples:
 
 A guard is a run directory (`guardtune train`, `guardtune baseline`) or hf:<id or path> for a Hugging Face
 sequence classifier. eval writes metrics.json, report.md and plots/*.png (into the run directory unless --out
-says otherwise); calibrate writes thresholds.json into the run, which eval, moderate and serve then use.
+says otherwise); calibrate writes thresholds.json into the run, which eval, guardtune.load(RUN).moderate and
+score then use.
 """
 
 from __future__ import annotations
@@ -39,8 +40,9 @@ def add_parser(commands) -> None:
 
     c = commands.add_parser("calibrate", help="choose decision thresholds (and temperatures) on validation data",
                             description=__doc__, formatter_class=formatter)
-    c.add_argument("guard", metavar="RUN")
-    c.add_argument("--data", action="append", required=True, metavar="NAME[:split]")
+    c.add_argument("guard", metavar="RUN", help="the run directory to calibrate (thresholds.json is written there)")
+    c.add_argument("--data", action="append", required=True, metavar="NAME[:split]",
+                   help="labelled validation data (not the test split); repeat for several")
     c.add_argument("--strategy", choices=("max_f1", "fpr", "recall"), default="max_f1",
                    help="max_f1: best positive-class F1; fpr: most recall with FPR <= --target; "
                         "recall: highest threshold catching --target of the positives")
@@ -51,7 +53,8 @@ def add_parser(commands) -> None:
     b = commands.add_parser("baseline", help="train a simple baseline guard (TF-IDF + logistic regression)",
                             description=__doc__, formatter_class=formatter)
     b.add_argument("kind", choices=("tfidf",))
-    b.add_argument("--data", action="append", required=True, metavar="NAME[:split]")
+    b.add_argument("--data", action="append", required=True, metavar="NAME[:split]",
+                   help="labelled training data; repeat for several")
     b.add_argument("--out", required=True, help="the directory to write the baseline guard to")
     b.set_defaults(run=run_baseline, parser=b)
 
