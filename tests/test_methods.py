@@ -39,7 +39,7 @@ def heads_only_scores(run_dir, cfg, examples) -> np.ndarray:
     from guardtune.guard import ClassifierGuard
     from guardtune.models.backbone import load_tokenizer
 
-    labels = LabelSpace.from_dict(json.loads((run_dir / "labels.json").read_text()))
+    labels = LabelSpace.read(run_dir)
     model = build_classifier(cfg, labels, apply_method=False)
     model.head.load_state_dict(load_file(str(run_dir / HEADS)))
     return ClassifierGuard(model, load_tokenizer(cfg.model), 64).score(examples).probs

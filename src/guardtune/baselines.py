@@ -70,7 +70,7 @@ class TfidfGuard(GuardBase):
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         joblib.dump({"vectorizer": self.vectorizer_, "models": self.models_}, directory / "tfidf.joblib")
-        (directory / "labels.json").write_text(json.dumps(self.labels.to_dict(), indent=1) + "\n", encoding="utf-8")
+        self.labels.save(directory)
         (directory / KIND).write_text(json.dumps({"kind": "tfidf", "c": self.c,
                                                   "max_features": self.max_features}) + "\n", encoding="utf-8")
         return directory
@@ -82,8 +82,7 @@ def load_baseline(directory: Path) -> GuardBase:
     info = json.loads((directory / KIND).read_text(encoding="utf-8"))
     if info.get("kind") != "tfidf":
         raise ValueError(f"{directory / KIND}: unknown guard kind {info.get('kind')!r}")
-    guard = TfidfGuard(LabelSpace.from_dict(json.loads((directory / "labels.json").read_text(encoding="utf-8"))),
-                       info["max_features"], info["c"], name=str(directory))
+    guard = TfidfGuard(LabelSpace.read(directory), info["max_features"], info["c"], name=str(directory))
     state = joblib.load(directory / "tfidf.joblib")  # our own file, written by TfidfGuard.save
     guard.vectorizer_, guard.models_ = state["vectorizer"], state["models"]
     guard.thresholds = Thresholds.read(directory)
@@ -138,13 +137,12 @@ class HFClassifierGuard(GuardBase):
     def _probs(self, texts: list[str]) -> np.ndarray:
         import torch
 
-        from guardtune.encoding import collate, length_sorted_batches
+        from guardtune.encoding import collate, length_sorted_batches, lengths_of
 
         ids = self.tokenizer(texts, truncation=True, max_length=self.max_length)["input_ids"]
         out = np.zeros((len(texts), self.model.config.num_labels), dtype=np.float32)
-        lengths = np.array([len(x) for x in ids])
         with torch.inference_mode():
-            for index in length_sorted_batches(lengths, self.batch_size):
+            for index in length_sorted_batches(lengths_of(ids), self.batch_size):
                 batch = collate([ids[i] for i in index], self.tokenizer.pad_token_id or 0)
                 logits = self.model(**{k: v.to(self.model.device) for k, v in batch.items()}).logits.float()
                 out[index] = (torch.sigmoid(logits) if self.multi_label else logits.softmax(-1)).cpu().numpy()

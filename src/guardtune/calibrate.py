@@ -85,14 +85,13 @@ def reliability(y: np.ndarray, prob: np.ndarray, bins: int = 10) -> dict[str, An
     return {"bins": rows, "ece": float(ece)}
 
 
-def calibrate(guard: Any, examples: list, strategy: str = "max_f1", target: float | None = None,
+def calibrate(raw: Any, examples: list, strategy: str = "max_f1", target: float | None = None,
               temperature: bool = False) -> dict[str, Any]:
-    """Thresholds (and temperatures) per output from labelled examples, and the calibration evidence."""
-    from guardtune.labels import LabelSpace
+    """Thresholds (and temperatures) per output from a guard's uncalibrated `Scores` on labelled examples, and
+    the calibration evidence."""
     from guardtune.metrics import binary
 
-    labels: LabelSpace = guard.labels
-    raw = guard.score(examples, calibrated=False, show_progress=True)
+    labels = raw.labels
     y_all, known = labels.targets(examples)
     thresholds, temperatures, evidence = {}, {}, {}
     for j, output in enumerate(labels.outputs):

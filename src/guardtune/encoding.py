@@ -41,6 +41,10 @@ def tokenize(examples: Sequence[Example], tokenizer, max_length: int) -> list[li
     return ids  # type: ignore[return-value]
 
 
+def lengths_of(ids: Sequence[Sequence[int]]) -> np.ndarray:
+    return np.fromiter((len(x) for x in ids), dtype=np.int64, count=len(ids))
+
+
 @dataclass
 class Encoded:
     """A tokenised split with its targets and label mask, ready to batch."""
@@ -48,15 +52,13 @@ class Encoded:
     input_ids: list[list[int]]
     targets: np.ndarray
     mask: np.ndarray
+    lengths: np.ndarray
 
     @classmethod
     def build(cls, examples: Sequence[Example], tokenizer, labels: LabelSpace, max_length: int) -> Encoded:
         targets, mask = labels.targets(examples)
-        return cls(examples, tokenize(examples, tokenizer, max_length), targets, mask)
-
-    @property
-    def lengths(self) -> np.ndarray:
-        return np.fromiter((len(x) for x in self.input_ids), dtype=np.int64, count=len(self.input_ids))
+        ids = tokenize(examples, tokenizer, max_length)
+        return cls(examples, ids, targets, mask, lengths_of(ids))
 
     def batch(self, index: list[int], pad_id: int, pad_to_multiple_of: int | None = None) -> dict:
         out = collate([self.input_ids[i] for i in index], pad_id, pad_to_multiple_of)

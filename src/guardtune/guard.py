@@ -135,14 +135,13 @@ class ClassifierGuard(GuardBase):
 
     @torch.inference_mode()
     def _score(self, examples: Sequence[Example], batch_size: int | None, show_progress: bool) -> Scores:
-        from guardtune.encoding import collate, length_sorted_batches, tokenize
+        from guardtune.encoding import collate, length_sorted_batches, lengths_of, tokenize
         from guardtune.ui import progress
 
         ids = tokenize(examples, self.tokenizer, self.max_length)
-        lengths = np.fromiter((len(x) for x in ids), dtype=np.int64, count=len(ids))
         probs = np.zeros((len(examples), len(self.labels.outputs)), dtype=np.float32)
         device = next(self.model.parameters()).device
-        batches = length_sorted_batches(lengths, batch_size or self.batch_size)
+        batches = length_sorted_batches(lengths_of(ids), batch_size or self.batch_size)
         for index in progress(batches, "scoring", enabled=show_progress, unit="batch"):
             inputs = collate([ids[i] for i in index], self.tokenizer.pad_token_id)
             logits = self.model(**{k: v.to(device) for k, v in inputs.items()})

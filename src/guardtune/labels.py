@@ -11,8 +11,10 @@ category column.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -97,3 +99,12 @@ class LabelSpace:
     def from_dict(cls, data: dict[str, Any]) -> LabelSpace:
         return cls(tuple(data["tasks"]), tuple(data.get("prompt_categories", ())),
                    tuple(data.get("response_categories", ())))
+
+    FILE = "labels.json"  # in every guard directory: the outputs, in the order the guard scores them
+
+    def save(self, directory: Path) -> None:
+        (Path(directory) / self.FILE).write_text(json.dumps(self.to_dict(), indent=1) + "\n", encoding="utf-8")
+
+    @classmethod
+    def read(cls, directory: Path) -> LabelSpace:
+        return cls.from_dict(json.loads((Path(directory) / cls.FILE).read_text(encoding="utf-8")))

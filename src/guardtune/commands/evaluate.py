@@ -123,7 +123,8 @@ def run_calibrate(args: argparse.Namespace) -> int:
               "optimistic; calibrate on a validation split and keep the test split for eval.", file=sys.stderr)
     guard = guardtune.load(run_dir)
     examples = [ex for loaded in load_sets(args.data) for ex in loaded.examples]
-    found = calibrate.calibrate(guard, examples, args.strategy, args.target, args.temperature)
+    raw = guard.score(examples, calibrated=False, show_progress=True)
+    found = calibrate.calibrate(raw, examples, args.strategy, args.target, args.temperature)
     info = {"strategy": args.strategy, "target": args.target, "data": args.data, "temperature_scaling": args.temperature,
             "created": time.strftime("%Y-%m-%dT%H:%M:%S")}
     Thresholds(found["thresholds"], 0.5, found["temperature"], info).save(run_dir)
@@ -131,7 +132,6 @@ def run_calibrate(args: argparse.Namespace) -> int:
     lines = ["# Calibration", "", f"Strategy {args.strategy}" + (f", target {args.target}" if args.target else "")
              + f", on {', '.join(args.data)}.", "", "| output | n | positives | threshold | temperature | ECE before "
              "| ECE after | F1 | recall | FPR |", "|---|---|---|---|---|---|---|---|---|---|"]
-    raw = guard.score(examples, calibrated=False)
     y_all, known = guard.labels.targets(examples)
     for output, e in found["evidence"].items():
         at = e["at_threshold"]

@@ -11,7 +11,6 @@ What a run directory holds (everything needed to use the guard, nothing else nee
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -79,12 +78,12 @@ def save_weights(model: GuardClassifier, run_dir: Path, method_name: str,
         save_file({n: backbone[n].detach().cpu().contiguous() for n in trained}, str(run_dir / BACKBONE))
     heads = {k.removeprefix("head."): v.detach().cpu().contiguous() for k, v in state.items() if k.startswith("head.")}
     save_file(heads, str(run_dir / HEADS))
-    (run_dir / "labels.json").write_text(json.dumps(model.labels.to_dict(), indent=1) + "\n", encoding="utf-8")
+    model.labels.save(run_dir)
 
 
 def load_classifier(run_dir: Path, cfg: Any) -> GuardClassifier:
     """The guard saved in `run_dir`, on the base backbone named in its config."""
-    labels = LabelSpace.from_dict(json.loads((run_dir / "labels.json").read_text(encoding="utf-8")))
+    labels = LabelSpace.read(run_dir)
     model = build_classifier(cfg, labels, apply_method=False)
     if methods.get(cfg.method.name).peft:
         from peft import PeftModel
