@@ -51,14 +51,14 @@ def main() -> None:
     from guardtune.guard import ClassifierGuard
     from guardtune.labels import LabelSpace
     from guardtune.models.backbone import load_tokenizer
-    from guardtune.models.build import build_classifier
+    from guardtune.models.build import build_model
     from guardtune.paths import data_root
 
     name = "toxicchat_human:test" if get("toxicchat_human").available(data_root()) else "demo:all"
     examples = load({"name": name, "sample": args.n, "seed": 0}).examples
     cfg = config.load(None, [f"model.name={MINILM}", "model.max_length=512"])
     labels = LabelSpace(("prompt_harmful",), ("S1", "S2", "S10"))
-    model = build_classifier(cfg, labels, apply_method=False).eval()
+    model = build_model(cfg, labels, apply_method=False).eval()
     tokenizer = load_tokenizer(cfg.model)
 
     # plain loop

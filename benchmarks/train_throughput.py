@@ -71,7 +71,7 @@ def run_plain(model: str, n: int, steps: int) -> dict:
     from guardtune.encoding import template
     from guardtune.labels import LabelSpace
     from guardtune.models.backbone import load_tokenizer
-    from guardtune.models.build import build_classifier
+    from guardtune.models.build import build_model
     from guardtune.models.classifier import masked_bce
     from guardtune.train import peak_memory_mb
 
@@ -85,7 +85,7 @@ def run_plain(model: str, n: int, steps: int) -> dict:
     targets, mask = (torch.from_numpy(a) for a in labels.targets(examples))
     dataset = torch.utils.data.TensorDataset(enc["input_ids"], enc["attention_mask"], targets, mask)
     loader = torch.utils.data.DataLoader(dataset, batch_size=16, shuffle=True)
-    model_ = build_classifier(cfg, labels, methods.Context(total_steps=steps))
+    model_ = build_model(cfg, labels, methods.Context(total_steps=steps))
     optimizer = torch.optim.AdamW([p for p in model_.parameters() if p.requires_grad], lr=5e-4)
     model_.train()
     done, start = 0, None

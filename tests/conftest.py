@@ -39,3 +39,12 @@ def tiny(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("tiny-models")
     return lambda family: tiny_models.build(family, root / family)
+
+
+@pytest.fixture(scope="session")
+def tiny_causal(tmp_path_factory):
+    """tiny_causal(family) -> a tiny random causal LM (llama, qwen2 or phi3) with a BPE chat tokenizer."""
+    from tests import tiny as tiny_models
+
+    root = tmp_path_factory.mktemp("tiny-causal")
+    return lambda family="qwen2": tiny_models.build_causal(family, root / family)

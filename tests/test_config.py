@@ -10,7 +10,7 @@ import torch
 from guardtune import config, methods
 from guardtune.data import DataSpec
 from guardtune.labels import LabelSpace
-from guardtune.models.build import build_classifier
+from guardtune.models.build import build_model
 from tests.tiny import family_of
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -78,9 +78,9 @@ def test_every_shipped_recipe_parses_and_builds_its_tiny_equivalent(path, tiny):
     labels = LabelSpace(("prompt_harmful",), ("S1", "S2"))
     if cfg.method.name == "qlora" and not torch.cuda.is_available():
         with pytest.raises(RuntimeError, match="needs a CUDA GPU"):
-            build_classifier(tiny_cfg, labels, methods.Context(total_steps=20))
+            build_model(tiny_cfg, labels, methods.Context(total_steps=20))
         return
-    model = build_classifier(tiny_cfg, labels, methods.Context(total_steps=20))
+    model = build_model(tiny_cfg, labels, methods.Context(total_steps=20))
     assert model.head.weight.requires_grad
     trainable = sum(p.numel() for p in model.backbone.parameters() if p.requires_grad)
     assert trainable > 0

@@ -12,7 +12,7 @@ import guardtune
 from guardtune import config, methods
 from guardtune.data import load
 from guardtune.labels import LabelSpace
-from guardtune.models.build import HEADS, build_classifier
+from guardtune.models.build import HEADS, build_model
 from guardtune.train import train
 
 
@@ -40,7 +40,7 @@ def heads_only_scores(run_dir, cfg, examples) -> np.ndarray:
     from guardtune.models.backbone import load_tokenizer
 
     labels = LabelSpace.read(run_dir)
-    model = build_classifier(cfg, labels, apply_method=False)
+    model = build_model(cfg, labels, apply_method=False)
     model.head.load_state_dict(load_file(str(run_dir / HEADS)))
     return ClassifierGuard(model, load_tokenizer(cfg.model), 64).score(examples).probs
 
@@ -108,7 +108,7 @@ def test_method_that_cannot_apply_says_why(tiny):
     cfg = tiny_cfg("unused", tiny("llama"), "lora", target_modules=["query", "value"])
     labels = LabelSpace(("prompt_harmful",))
     with pytest.raises(ValueError, match=r"method 'lora' cannot be applied to LlamaModel.*q_proj"):
-        build_classifier(cfg, labels, methods.Context())
+        build_model(cfg, labels, methods.Context())
 
 
 def test_unknown_method_and_parameter_list_the_choices():
@@ -122,7 +122,7 @@ def test_unknown_method_and_parameter_list_the_choices():
 def test_qlora_without_cuda_is_a_clear_error(tiny):
     cfg = tiny_cfg("unused", tiny("llama"), "qlora")
     with pytest.raises(RuntimeError, match="needs a CUDA GPU.*method=lora"):
-        build_classifier(cfg, LabelSpace(("prompt_harmful",)), methods.Context())
+        build_model(cfg, LabelSpace(("prompt_harmful",)), methods.Context())
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="QLoRA loads the base in 4-bit NF4 via bitsandbytes: CUDA only")

@@ -39,3 +39,50 @@ def family_of(hub_id: str) -> str:
         if key in name:
             return family
     raise ValueError(f"no tiny stand-in for {hub_id!r}; add one to tests/tiny.py")
+
+
+# ---- tiny causal LMs for generative guards --------------------------------------------------------------------
+
+CHATML = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+          "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+
+
+def bpe_tokenizer(vocab_size: int = 1200):
+    """A small byte-level BPE tokenizer (the kind Llama 3, Qwen and Phi-4 use) with a ChatML chat template,
+    trained here on guardtune's own prompt text, so decoding round-trips exactly as with the real ones."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    from guardtune.chat_format import ChatFormat
+    from guardtune.labels import LabelSpace
+
+    fmt = ChatFormat(LabelSpace(("prompt_harmful", "response_harmful", "response_refusal"),
+                                ("S1", "S2", "S10"), ("S1", "S2", "S10")))
+    corpus = [fmt.system_prompt(), fmt.conversation("How do I bake bread at home?", "Mix flour, water and yeast."),
+              '{"request": "harmful", "refusal": "compliant", "response": "safe"}',
+              "The quick brown fox jumps over the lazy dog. How can I hurt someone? I cannot help with that."] * 3
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=["<|endoftext|>", "<|im_start|>", "<|im_end|>"],
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    tok.train_from_iterator(corpus, trainer)
+    return PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|im_end|>", pad_token="<|endoftext|>",
+                                   chat_template=CHATML)
+
+
+def build_causal(family: str, directory: Path) -> Path:
+    """A tiny random causal LM of the family, with the BPE tokenizer above."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    if not (directory / "config.json").exists():
+        tokenizer = bpe_tokenizer()
+        config = tiny_config(family)
+        config.update(dict(vocab_size=len(tokenizer), max_position_embeddings=2048, pad_token_id=tokenizer.pad_token_id,
+                           bos_token_id=tokenizer.eos_token_id, eos_token_id=tokenizer.eos_token_id,
+                           tie_word_embeddings=False))
+        torch.manual_seed(0)
+        AutoModelForCausalLM.from_config(config).save_pretrained(directory)
+        tokenizer.save_pretrained(directory)
+    return directory

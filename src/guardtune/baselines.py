@@ -76,10 +76,14 @@ class TfidfGuard(GuardBase):
         return directory
 
 
-def load_baseline(directory: Path) -> GuardBase:
+def load_baseline(directory: Path, device: str | None = None) -> GuardBase:
     import joblib
 
     info = json.loads((directory / KIND).read_text(encoding="utf-8"))
+    if info.get("kind") == "fewshot":
+        from guardtune.fewshot import load_fewshot
+
+        return load_fewshot(directory, info, device)
     if info.get("kind") != "tfidf":
         raise ValueError(f"{directory / KIND}: unknown guard kind {info.get('kind')!r}")
     guard = TfidfGuard(LabelSpace.read(directory), info["max_features"], info["c"], name=str(directory))

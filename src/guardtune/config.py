@@ -20,14 +20,26 @@ DEFAULT_BACKBONE = "sentence-transformers/all-MiniLM-L6-v2"
 @dataclass(frozen=True)
 class ModelConfig:
     name: str = DEFAULT_BACKBONE  # a hub id or a local directory
-    kind: str = "classifier"
-    pooling: str | None = None  # last | mean | first; None: last for decoders, mean for encoders
-    max_length: int = 256  # tokens; longer inputs are truncated (prompt and response both kept)
+    kind: str = "classifier"  # classifier (a head on the backbone) | generative (a causal LM answering in JSON)
+    pooling: str | None = None  # classifier: last | mean | first; None: last for decoders, mean for encoders
+    max_length: int | None = None  # tokens; longer conversations are truncated (prompt and response both kept).
+                                   # None: 256 for a classifier, 1024 for a generative guard (policy + answer)
     dtype: str = "auto"  # auto (bfloat16 on a bf16-capable GPU, else float32) | float32 | bfloat16 | float16
     trust_remote_code: bool = False
     revision: str | None = None
     gradient_checkpointing: bool = False
     head_dropout: float = 0.1
+    policy: str | dict[str, str] | None = None  # generative: category code -> description, or a YAML/JSON file
+                                                 # of one; None: the S1-S14 taxonomy
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise ValueError(f"model.kind must be one of {', '.join(KINDS)}, got {self.kind!r}")
+        if self.max_length is None:
+            object.__setattr__(self, "max_length", KINDS[self.kind])
+
+
+KINDS = {"classifier": 256, "generative": 1024}  # kind -> default max_length
 
 
 @dataclass(frozen=True)

@@ -149,9 +149,50 @@ class ClassifierGuard(GuardBase):
         return Scores(self.labels, probs)
 
 
+class GenerativeGuard(GuardBase):
+    """A generative guard (a causal LM answering in guardtune's JSON format): `score` reads label-word
+    probabilities in one batched pass; `generate` decodes verdicts that always parse. `shots`, when given,
+    picks the few-shot demonstrations for each example (see guardtune.fewshot)."""
+
+    def __init__(self, model: torch.nn.Module, tokenizer: Any, max_length: int, thresholds: Thresholds | None = None,
+                 name: str = "", batch_size: int = 16, shots: Any = None):
+        from guardtune.models.generative import Prompter
+
+        self.model = model.eval()
+        self.labels: LabelSpace = model.labels
+        self.format = model.format
+        self.prompter = Prompter(model.format, tokenizer, max_length)
+        self.thresholds = thresholds or Thresholds()
+        self.name = name
+        self.batch_size = batch_size
+        self.shots = shots
+
+    def prompt_ids(self, example: Example) -> list[int]:
+        return self.prompter.prompt_ids(example, self.shots(example) if self.shots else ())
+
+    def _score(self, examples: Sequence[Example], batch_size: int | None, show_progress: bool) -> Scores:
+        from guardtune.models.generative import score
+
+        probs = score(self.model, self.prompter, examples, batch_size or self.batch_size, self.prompt_ids,
+                      show_progress)
+        return Scores(self.labels, probs)
+
+    def generate(self, examples: Sequence[Example], batch_size: int | None = None,
+                 show_progress: bool = False) -> list[dict[str, Any]]:
+        """Constrained greedy decoding: one parsed verdict per example, e.g. {"request": "harmful",
+        "request_violations": ["S1"]}, with the raw answer text under "text"."""
+        from guardtune.models.generative import decode
+
+        texts = decode(self.model, self.prompter, examples, batch_size or self.batch_size, self.prompt_ids,
+                       show_progress)
+        return [{**self.format.parse(text, ex.response is not None), "text": text}
+                for text, ex in zip(texts, examples)]
+
+
 def load(run_dir: str | Path, device: str | None = None, label_map: dict[str, str] | None = None) -> GuardBase:
-    """A guard to score with: a guardtune run directory (a trained classifier or a baseline), or `hf:<id or path>`
-    for any Hugging Face sequence-classification checkpoint (its labels mapped onto tasks by `label_map`)."""
+    """A guard to score with: a guardtune run directory (a trained classifier or generative guard, a few-shot
+    guard or a baseline), or `hf:<id or path>` for any Hugging Face sequence-classification checkpoint (its
+    labels mapped onto tasks by `label_map`)."""
     if str(run_dir).startswith("hf:"):
         from guardtune.baselines import HFClassifierGuard
 
@@ -160,22 +201,23 @@ def load(run_dir: str | Path, device: str | None = None, label_map: dict[str, st
     if (run_dir / "guard.json").is_file():
         from guardtune.baselines import load_baseline
 
-        return load_baseline(run_dir)
-    return load_classifier_run(run_dir, device)
+        return load_baseline(run_dir, device)
+    return load_run(run_dir, device)
 
 
-def load_classifier_run(run_dir: Path, device: str | None = None) -> ClassifierGuard:
+def load_run(run_dir: Path, device: str | None = None) -> ClassifierGuard | GenerativeGuard:
     from guardtune import config as config_mod
     from guardtune.models.backbone import load_tokenizer
-    from guardtune.models.build import load_classifier
+    from guardtune.models.build import load_model
 
     if not (run_dir / "config.yaml").is_file() or not (run_dir / "labels.json").is_file():
         raise FileNotFoundError(f"{run_dir} is not a finished guardtune run (no config.yaml and labels.json); "
                                 "train one with `guardtune train`, or give hf:<model id> for a hub classifier")
     cfg = config_mod.load(run_dir / "config.yaml")
-    model = load_classifier(run_dir, cfg)
+    model = load_model(run_dir, cfg)
     if device:
         model.to(device)
     tokenizer = load_tokenizer(cfg.model, run_dir / "tokenizer")
-    return ClassifierGuard(model, tokenizer, cfg.model.max_length, Thresholds.read(run_dir), name=str(run_dir),
-                           batch_size=cfg.training.eval_batch_size)
+    kind = GenerativeGuard if cfg.model.kind == "generative" else ClassifierGuard
+    return kind(model, tokenizer, cfg.model.max_length, Thresholds.read(run_dir), name=str(run_dir),
+                batch_size=cfg.training.eval_batch_size)

@@ -320,4 +320,5 @@ def apply(name: str, model: nn.Module, params: Any, ctx: Context) -> None:
     except (ValueError, TypeError, KeyError) as err:
         raise ValueError(f"method {name!r} cannot be applied to {type(backbone).__name__}: {err}. Linear layers "
                          f"in its blocks: {linear_names(backbone)}; choose with method.target_modules") from err
-    model.head.requires_grad_(True)
+    if hasattr(model, "head"):  # a classifier's head; a generative guard's LM head stays as the method left it
+        model.head.requires_grad_(True)

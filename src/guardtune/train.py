@@ -24,11 +24,12 @@ from guardtune.config import TrainConfig
 from guardtune.data import Loaded, load_any
 from guardtune.data.splits import grouped_split
 from guardtune.encoding import Encoded, length_grouped_batches, length_sorted_batches
-from guardtune.guard import ClassifierGuard, Scores
+from guardtune.guard import ClassifierGuard, GenerativeGuard, Scores
 from guardtune.labels import LabelSpace
 from guardtune.metrics import summary
 from guardtune.models.backbone import load_tokenizer
-from guardtune.models.build import build_classifier, save_weights
+from guardtune.models.build import build_model, save_weights
+from guardtune.models.generative import GenEncoded
 from guardtune.models.classifier import masked_bce
 
 
@@ -38,7 +39,7 @@ class TrainResult:
     steps: int
     best: dict[str, Any] | None
     test: dict[str, dict[str, Any]] | None
-    guard: ClassifierGuard | None = None  # the trained guard, in memory (main process only)
+    guard: ClassifierGuard | GenerativeGuard | None = None  # the trained guard, in memory (main process only)
 
 
 HOLDOUT = {"train": 0.9, "validation": 0.1}
@@ -91,11 +92,31 @@ def peak_memory_mb() -> float:
 
 
 @torch.no_grad()
-def evaluate(model, enc: Encoded, labels: LabelSpace, accelerator, batch_size: int, pad_id: int) -> dict[str, Any]:
+def evaluate(model, enc, labels: LabelSpace, accelerator, batch_size: int, pad_id: int,
+             prompter: Any = None) -> dict[str, Any]:
+    """Validation loss and AUPRC per task, every process scoring its share (a generative guard's probabilities
+    come from label-logit scoring, its loss from the answer tokens)."""
     from accelerate.utils import gather_object
 
-    """Validation loss and AUPRC per task, every process scoring its share of length-sorted batches."""
     model.eval()
+    if prompter is None:
+        rows, total_loss, cells = _classifier_validation(model, enc, accelerator, batch_size, pad_id)
+    else:
+        rows, total_loss, cells = _generative_validation(model, enc, accelerator, batch_size, pad_id, prompter)
+    gathered = gather_object([(rows, total_loss, cells)])
+    probs = np.zeros((len(enc.examples), len(labels.outputs)), dtype=np.float32)
+    for part_rows, _, _ in gathered:
+        for index, p in part_rows:
+            probs[index] = p
+    model.train()
+    metrics = summary(enc.examples, Scores(labels, probs))
+    auprcs = [m["auprc"] for task, m in metrics.items() if m.get("auprc") is not None]
+    loss = sum(g[1] for g in gathered) / max(1.0, sum(g[2] for g in gathered))
+    return {"val_loss": loss, "val_auprc": float(np.mean(auprcs)) if auprcs else None,
+            **{f"val_{task}_auprc": m["auprc"] for task, m in metrics.items() if "auprc" in m}}
+
+
+def _classifier_validation(model, enc: Encoded, accelerator, batch_size: int, pad_id: int):
     batches = length_sorted_batches(enc.lengths, batch_size)
     mine = batches[accelerator.process_index::accelerator.num_processes]
     n_calls = math.ceil(len(batches) / accelerator.num_processes)
@@ -109,17 +130,23 @@ def evaluate(model, enc: Encoded, labels: LabelSpace, accelerator, batch_size: i
             total_loss += masked_bce(logits, batch["targets"], batch["mask"]).item() * batch["mask"].sum().item()
             cells += batch["mask"].sum().item()
             rows.append((index, torch.sigmoid(logits).numpy()))
-    gathered = gather_object([(rows, total_loss, cells)])
-    probs = np.zeros(enc.targets.shape, dtype=np.float32)
-    for part_rows, _, _ in gathered:
-        for index, p in part_rows:
-            probs[index] = p
-    model.train()
-    metrics = summary(enc.examples, Scores(labels, probs))
-    auprcs = [m["auprc"] for task, m in metrics.items() if m.get("auprc") is not None]
-    loss = sum(g[1] for g in gathered) / max(1.0, sum(g[2] for g in gathered))
-    return {"val_loss": loss, "val_auprc": float(np.mean(auprcs)) if auprcs else None,
-            **{f"val_{task}_auprc": m["auprc"] for task, m in metrics.items() if "auprc" in m}}
+    return rows, total_loss, cells
+
+
+def _generative_validation(model, enc, accelerator, batch_size: int, pad_id: int, prompter: Any):
+    from guardtune.models.generative import IGNORE, score
+
+    raw = accelerator.unwrap_model(model)
+    mine = list(range(accelerator.process_index, len(enc.examples), accelerator.num_processes))
+    total_loss, cells = 0.0, 0.0
+    for index in length_sorted_batches(enc.lengths[mine], batch_size):
+        batch = enc.batch([mine[i] for i in index], pad_id)
+        answer = int((batch["labels"][:, 1:] != IGNORE).sum())
+        loss = raw(batch["input_ids"].to(accelerator.device), batch["attention_mask"].to(accelerator.device),
+                   batch["labels"].to(accelerator.device))
+        total_loss, cells = total_loss + loss.item() * answer, cells + answer
+    probs = score(raw, prompter, [enc.examples[i] for i in mine], batch_size)
+    return [(mine, probs)], total_loss, cells
 
 
 def prepare_run_dir(run: Path, resume: bool, overwrite: bool) -> None:
@@ -168,9 +195,13 @@ def train(cfg: TrainConfig, resume: bool = False, overwrite: bool = False, show_
     tokenizer = load_tokenizer(cfg.model)
     pad_id = tokenizer.pad_token_id
     pad_multiple = 8 if accelerator.device.type == "cuda" else None
-    train_set = Encoded.build(data["train"].examples, tokenizer, labels, cfg.model.max_length)
-    val_set = Encoded.build(data["validation"].examples, tokenizer, labels, cfg.model.max_length) \
-        if data["validation"] else None
+    prompter = None
+    if cfg.model.kind == "generative":
+        cfg, prompter = _generative_setup(cfg, labels, tokenizer)
+    encode = (lambda split: GenEncoded.build(split.examples, prompter)) if prompter else (  # noqa: E731
+        lambda split: Encoded.build(split.examples, tokenizer, labels, cfg.model.max_length))
+    train_set = encode(data["train"])
+    val_set = encode(data["validation"]) if data["validation"] else None
     world, rank = accelerator.num_processes, accelerator.process_index
     epoch_batches = lambda epoch: shard(length_grouped_batches(  # noqa: E731
         train_set.lengths, t.batch_size, t.seed, epoch, t.group_by_length), rank, world)
@@ -181,13 +212,13 @@ def train(cfg: TrainConfig, resume: bool = False, overwrite: bool = False, show_
 
     set_seed(t.seed)
     method, params = methods.get(cfg.method.name), cfg.method.build()
-    model = build_classifier(cfg, labels, methods.Context(total_steps=total, run_dir=run))
+    model = build_model(cfg, labels, methods.Context(total_steps=total, run_dir=run))
     optimizer = torch.optim.AdamW(param_groups(model, t), lr=t.lr)
     scheduler = get_scheduler(t.scheduler, optimizer, num_warmup_steps=round(t.warmup_ratio * total),
                               num_training_steps=total)
     model, optimizer = accelerator.prepare(model, optimizer)
     raw = accelerator.unwrap_model(model)
-    pos_weight = positive_weight(t.pos_weight, train_set)
+    pos_weight = positive_weight(t.pos_weight, train_set) if prompter is None else None
     pos_weight = pos_weight.to(accelerator.device) if pos_weight is not None else None
     groups = torch.tensor(labels.groups, device=accelerator.device)
 
@@ -218,10 +249,13 @@ def train(cfg: TrainConfig, resume: bool = False, overwrite: bool = False, show_
             batch = train_set.batch(batches[b], pad_id, pad_multiple)
             sync = (b + 1) % t.grad_accum == 0 or b + 1 == len(batches)
             with nullcontext() if sync else accelerator.no_sync(model):
-                logits = model(input_ids=batch["input_ids"].to(accelerator.device),
-                               attention_mask=batch["attention_mask"].to(accelerator.device), index=batch["index"])
-                loss = masked_bce(logits, batch["targets"].to(accelerator.device),
-                                  batch["mask"].to(accelerator.device), pos_weight, groups)
+                inputs = {"input_ids": batch["input_ids"].to(accelerator.device),
+                          "attention_mask": batch["attention_mask"].to(accelerator.device), "index": batch["index"]}
+                if prompter is not None:  # generative: the model returns the answer-token loss
+                    loss = model(**inputs, labels=batch["labels"].to(accelerator.device))
+                else:
+                    loss = masked_bce(model(**inputs), batch["targets"].to(accelerator.device),
+                                      batch["mask"].to(accelerator.device), pos_weight, groups)
                 if method.extra_loss is not None:
                     loss = loss + method.extra_loss(raw, params)
                 accelerator.backward(loss / t.grad_accum)
@@ -249,7 +283,7 @@ def train(cfg: TrainConfig, resume: bool = False, overwrite: bool = False, show_
                                 ex_s=f"{record['examples_per_s']:.0f}")
                 _report(accelerator, log, record)
             if val_set is not None and (step % eval_every == 0 or step == total):
-                scores = evaluate(model, val_set, labels, accelerator, t.eval_batch_size, pad_id)
+                scores = evaluate(model, val_set, labels, accelerator, t.eval_batch_size, pad_id, prompter)
                 _report(accelerator, log, {"step": step, **scores})
                 key = scores["val_auprc"] if scores["val_auprc"] is not None else -scores["val_loss"]
                 if not sharded and (progress["best"] is None or key > progress["best"]):
@@ -278,8 +312,8 @@ def _finish(cfg, accelerator, model, tokenizer, data, run, progress, log) -> Tra
     test = guard = None
     if accelerator.is_main_process:
         save_weights(raw, run, cfg.method.name, state)
-        guard = ClassifierGuard(raw, tokenizer, cfg.model.max_length, name=str(run),
-                                batch_size=cfg.training.eval_batch_size)
+        kind = GenerativeGuard if cfg.model.kind == "generative" else ClassifierGuard
+        guard = kind(raw, tokenizer, cfg.model.max_length, name=str(run), batch_size=cfg.training.eval_batch_size)
         if data["test"] is not None and not sharded:  # sharded: score with guardtune.load(run) afterwards
             examples = data["test"].examples
             test = summary(examples, guard.score(examples))
@@ -289,6 +323,21 @@ def _finish(cfg, accelerator, model, tokenizer, data, run, progress, log) -> Tra
     accelerator.wait_for_everyone()
     accelerator.end_training()
     return TrainResult(run, progress["step"], best, test, guard)
+
+
+def _generative_setup(cfg: TrainConfig, labels: LabelSpace, tokenizer: Any) -> tuple[TrainConfig, Any]:
+    """The policy written into the run's config (a policy file may change later; the run must not), and the
+    prompter that formats training and validation data exactly as inference will."""
+    import dataclasses
+
+    from guardtune.chat_format import ChatFormat, read_policy
+    from guardtune.models.generative import Prompter
+
+    if cfg.training.pos_weight is not None:
+        raise ValueError("training.pos_weight applies to classifier guards; a generative guard learns answer words")
+    policy = read_policy(cfg.model.policy)
+    cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, policy=policy))
+    return cfg, Prompter(ChatFormat(labels, policy), tokenizer, cfg.model.max_length)
 
 
 def mixed_precision(setting: str) -> str:

@@ -6,6 +6,7 @@ examples:
   guardtune eval hf:unitary/toxic-bert --label-map toxic=prompt_harmful --data toxicchat_human:test --out eval/tb
   guardtune calibrate runs/tc --data toxicchat_human:train --strategy fpr --target 0.05 --temperature
   guardtune baseline tfidf --data toxicchat_human:train --out runs/tfidf
+  guardtune baseline fewshot --model Qwen/Qwen2.5-0.5B-Instruct --data toxicchat_human:train --shots 4 --out runs/fs
 
 A guard is a run directory (`guardtune train`, `guardtune baseline`) or hf:<id or path> for a Hugging Face
 sequence classifier. eval writes metrics.json, report.md and plots/*.png (into the run directory unless --out
@@ -50,12 +51,26 @@ def add_parser(commands) -> None:
     c.add_argument("--temperature", action="store_true", help="also fit a temperature per output (log-loss)")
     c.set_defaults(run=run_calibrate, parser=c)
 
-    b = commands.add_parser("baseline", help="train a simple baseline guard (TF-IDF + logistic regression)",
-                            description=__doc__, formatter_class=formatter)
-    b.add_argument("kind", choices=("tfidf",))
-    b.add_argument("--data", action="append", required=True, metavar="NAME[:split]",
-                   help="labelled training data; repeat for several")
+    b = commands.add_parser("baseline", help="a baseline guard: TF-IDF + logistic regression, or a few-shot "
+                            "prompted instruct model", description=__doc__, formatter_class=formatter)
+    b.add_argument("kind", choices=("tfidf", "fewshot"),
+                   help="tfidf: trained on --data; fewshot: an untuned causal LM prompted with the policy and "
+                        "--shots demonstrations from --data (no training)")
+    b.add_argument("--data", action="append", default=[], metavar="NAME[:split]",
+                   help="labelled data (tfidf: training data; fewshot: the demonstration pool, whose labels also "
+                        "decide the guard's outputs); repeat for several")
     b.add_argument("--out", required=True, help="the directory to write the baseline guard to")
+    b.add_argument("--model", help="fewshot: a causal LM (hub id or directory), ideally instruction-tuned")
+    b.add_argument("--shots", type=int, default=4, help="fewshot: demonstrations per example (0: zero-shot)")
+    b.add_argument("--select", choices=("similarity", "random"), default="similarity",
+                   help="fewshot: nearest pool examples (character n-gram TF-IDF) or a seeded random draw; both "
+                        "balanced harmful/safe")
+    b.add_argument("--tasks", default=None, metavar="TASK,...",
+                   help="fewshot without --data: the outputs (default prompt_harmful,response_harmful,"
+                        "response_refusal)")
+    b.add_argument("--policy", help="fewshot: a YAML/JSON file of category code: description (default S1-S14)")
+    b.add_argument("--max-length", type=int, default=2048, help="fewshot: prompt + answer tokens")
+    b.add_argument("--seed", type=int, default=0)
     b.set_defaults(run=run_baseline, parser=b)
 
 
@@ -164,9 +179,36 @@ def _f(value) -> str:
 def run_baseline(args: argparse.Namespace) -> int:
     from guardtune.baselines import TfidfGuard
 
+    if args.kind == "fewshot":
+        return run_fewshot(args)
+    if not args.data:
+        args.parser.error("tfidf needs --data (the training data)")
     examples = [ex for loaded in load_sets(args.data) for ex in loaded.examples]
     guard = TfidfGuard(name=args.out).fit(examples)
     out = guard.save(args.out)
     console().print(f"trained a TF-IDF + logistic regression guard on {len(examples)} examples "
                     f"({', '.join(guard.labels.outputs[:6])}{'...' if len(guard.labels.outputs) > 6 else ''}) -> {out}")
+    return 0
+
+
+def run_fewshot(args: argparse.Namespace) -> int:
+    from guardtune.chat_format import read_policy
+    from guardtune.data.example import BINARY_TASKS
+    from guardtune.fewshot import fewshot_guard, save_fewshot
+    from guardtune.labels import LabelSpace
+
+    if not args.model:
+        args.parser.error("fewshot needs --model (a causal LM, e.g. Qwen/Qwen2.5-0.5B-Instruct)")
+    pool = [ex for loaded in load_sets(args.data) for ex in loaded.examples]
+    if args.shots and not pool:
+        args.parser.error(f"--shots {args.shots} needs --data: a labelled pool to draw demonstrations from")
+    labels = LabelSpace.from_examples(pool) if pool else LabelSpace(
+        tuple(args.tasks.split(",")) if args.tasks else BINARY_TASKS)
+    info = {"model": args.model, "shots": args.shots, "select": args.select, "seed": args.seed, "pool": args.data,
+            "policy": read_policy(args.policy) if args.policy else None, "max_length": args.max_length}
+    fewshot_guard(args.model, labels, pool, args.shots, args.select, args.seed, args.policy, args.max_length)  # loads
+    out = save_fewshot(args.out, labels, info)
+    console().print(f"few-shot guard: {args.model}, {args.shots} {args.select} shots from {len(pool)} pool examples "
+                    f"({', '.join(labels.outputs[:6])}{'...' if len(labels.outputs) > 6 else ''}) -> {out}\n"
+                    f"next: guardtune eval {out} --data NAME:test")
     return 0

@@ -55,9 +55,10 @@ def load_config(cfg: Any):
                                       revision=_revision(cfg))
 
 
-def load_backbone(cfg: Any, quantization_config: Any = None) -> nn.Module:
-    """The base model without any task head (`AutoModel`), e.g. BertModel, LlamaModel, Qwen2Model, Phi3Model."""
-    from transformers import AutoModel
+def load_backbone(cfg: Any, quantization_config: Any = None, causal_lm: bool = False) -> nn.Module:
+    """The base model without any task head (`AutoModel`: BertModel, LlamaModel, Qwen2Model, Phi3Model...), or
+    with its language-model head for a generative guard (`AutoModelForCausalLM`)."""
+    from transformers import AutoModel, AutoModelForCausalLM
     from transformers.utils import logging
 
     logging.disable_progress_bar()  # guardtune shows its own progress; per-tensor loading bars are noise
@@ -66,7 +67,8 @@ def load_backbone(cfg: Any, quantization_config: Any = None) -> nn.Module:
     if quantization_config is not None:
         kwargs.update(quantization_config=quantization_config, device_map={"": torch.cuda.current_device()})
     try:
-        return AutoModel.from_pretrained(resolve(cfg.name, cfg.revision), **kwargs)
+        auto = AutoModelForCausalLM if causal_lm else AutoModel
+        return auto.from_pretrained(resolve(cfg.name, cfg.revision), **kwargs)
     except OSError as err:
         raise FileNotFoundError(f"cannot load backbone {cfg.name!r}: {err}. Give a local directory, or run "
                                 "where the Hugging Face hub is reachable (HF_HUB_OFFLINE unset)") from err

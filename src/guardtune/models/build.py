@@ -6,7 +6,8 @@ What a run directory holds (everything needed to use the guard, nothing else nee
   tokenizer/            the tokenizer as used in training
   adapter/              PEFT methods: the adapter (PiSSA converted to plain LoRA on the original base)
   backbone.safetensors  full / freeze: the trained backbone tensors (all of them, or the top k blocks)
-  heads.safetensors     the classifier head, for every method
+  heads.safetensors     the classifier head, for every method (a generative guard has none: its LM head is
+                        part of the backbone, frozen unless the method trains everything)
 """
 
 from __future__ import annotations
@@ -22,24 +23,33 @@ from guardtune import methods
 from guardtune.labels import LabelSpace
 from guardtune.models.backbone import is_encoder, load_backbone
 from guardtune.models.classifier import GuardClassifier
+from guardtune.models.generative import GenerativeLM
 
 HEADS = "heads.safetensors"
 BACKBONE = "backbone.safetensors"
 ADAPTER = "adapter"
 
 
-def build_classifier(cfg: Any, labels: LabelSpace, ctx: methods.Context | None = None,
-                     apply_method: bool = True) -> GuardClassifier:
-    """Backbone (quantised when the method says so) + head; then the method, unless loading a saved guard."""
+def build_model(cfg: Any, labels: LabelSpace, ctx: methods.Context | None = None,
+                apply_method: bool = True) -> GuardClassifier | GenerativeLM:
+    """The guard model of `cfg.model.kind`: backbone (quantised when the method says so) + head (classifier) or
+    the backbone's own LM head (generative); then the method, unless loading a saved guard."""
     method = methods.get(cfg.method.name)
     params = cfg.method.build()
     quantization = method.quantization(params) if method.quantization else None
-    backbone = load_backbone(cfg.model, quantization)
+    generative = cfg.model.kind == "generative"
+    backbone = load_backbone(cfg.model, quantization, causal_lm=generative)
     if cfg.model.gradient_checkpointing:
         backbone.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-    pooling = cfg.model.pooling or ("mean" if is_encoder(backbone.config) else "last")
-    model = GuardClassifier(backbone, labels, pooling, cfg.model.head_dropout)
-    model.head.to(torch.float32)
+    if generative:
+        from guardtune.chat_format import ChatFormat, read_policy
+
+        model: GuardClassifier | GenerativeLM = GenerativeLM(backbone, labels,
+                                                             ChatFormat(labels, read_policy(cfg.model.policy)))
+    else:
+        pooling = cfg.model.pooling or ("mean" if is_encoder(backbone.config) else "last")
+        model = GuardClassifier(backbone, labels, pooling, cfg.model.head_dropout)
+        model.head.to(torch.float32)
     if apply_method:
         methods.apply(cfg.method.name, model, params, ctx or methods.Context())
     return model
@@ -60,7 +70,7 @@ def load_trainable_state(model: nn.Module, state: dict[str, torch.Tensor]) -> No
             params[name].copy_(value)
 
 
-def save_weights(model: GuardClassifier, run_dir: Path, method_name: str,
+def save_weights(model: GuardClassifier | GenerativeLM, run_dir: Path, method_name: str,
                  state: dict[str, torch.Tensor] | None = None) -> None:
     """Save the adapter (or trained backbone tensors), the head and the label space. `state` is the model's full
     state dict when parameters are sharded (FSDP, ZeRO-3) and had to be gathered first."""
@@ -77,14 +87,15 @@ def save_weights(model: GuardClassifier, run_dir: Path, method_name: str,
         trained = [n for n, p in model.backbone.named_parameters() if p.requires_grad]
         save_file({n: backbone[n].detach().cpu().contiguous() for n in trained}, str(run_dir / BACKBONE))
     heads = {k.removeprefix("head."): v.detach().cpu().contiguous() for k, v in state.items() if k.startswith("head.")}
-    save_file(heads, str(run_dir / HEADS))
+    if heads:
+        save_file(heads, str(run_dir / HEADS))
     model.labels.save(run_dir)
 
 
-def load_classifier(run_dir: Path, cfg: Any) -> GuardClassifier:
+def load_model(run_dir: Path, cfg: Any) -> GuardClassifier | GenerativeLM:
     """The guard saved in `run_dir`, on the base backbone named in its config."""
     labels = LabelSpace.read(run_dir)
-    model = build_classifier(cfg, labels, apply_method=False)
+    model = build_model(cfg, labels, apply_method=False)
     if methods.get(cfg.method.name).peft:
         from peft import PeftModel
 
@@ -95,5 +106,6 @@ def load_classifier(run_dir: Path, cfg: Any) -> GuardClassifier:
         if unexpected:
             raise ValueError(f"{run_dir / BACKBONE}: tensors the backbone {cfg.model.name!r} does not have: "
                              f"{unexpected[:5]}")
-    model.head.load_state_dict(load_file(str(run_dir / HEADS)))
+    if isinstance(model, GuardClassifier):
+        model.head.load_state_dict(load_file(str(run_dir / HEADS)))
     return model.eval()

@@ -1,0 +1,388 @@
+"""Generative guards: a causal LM that reads the policy and the conversation and answers in the fixed JSON
+format of `chat_format`. This module turns that format into tokens, once, for training and inference alike:
+
+- `Prompter.prompt_ids(example)`: the chat-template prompt (with the generation prompt), truncated so the
+  conversation gives way, never the policy or the answer.
+- `Layout`: the answer compiled to token ids: forced runs and two-way choices (each a slot of the format).
+  Every piece is tokenised on its own, so the ids of a slot never depend on its neighbours.
+- `GenerativeLM`: the training module. The loss is cross-entropy on answer tokens only (an unlabelled slot's
+  tokens are masked too), and the LM head runs on those positions only, never on the whole sequence.
+- `score`: label-logit scoring. One forward pass over every prompt (batched, right-padded), then, per
+  remaining slot, one cached step over the few tokens up to it. Each slot's probability is the two option
+  words' first-token logits, softmaxed; the path continues with the more likely word, which is exactly the
+  path greedy decoding takes.
+- `decode`: batched constrained decoding with `generate` and `FormatProcessor`, a logits processor that
+  allows only the next token of the format, so every output parses.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from contextlib import nullcontext
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from guardtune.chat_format import ChatFormat, Slot
+from guardtune.data.example import Example
+from guardtune.labels import LabelSpace
+
+IGNORE = -100
+
+# Used only when a tokenizer has no chat template (a base model): plain role headers, saved with the run.
+FALLBACK_TEMPLATE = (
+    "{% for m in messages %}<|{{ m['role'] }}|>\n{{ m['content'] }}{{ eos_token }}\n{% endfor %}"
+    "{% if add_generation_prompt %}<|assistant|>\n{% endif %}")
+
+
+def prepare_tokenizer(tokenizer: Any) -> Any:
+    if not getattr(tokenizer, "chat_template", None):
+        tokenizer.chat_template = FALLBACK_TEMPLATE
+    if tokenizer.eos_token_id is None:
+        raise ValueError("a generative guard needs a tokenizer with an end-of-sequence token (eos_token)")
+    return tokenizer
+
+
+def encode_piece(tokenizer: Any, text: str) -> list[int]:
+    return tokenizer(text, add_special_tokens=False)["input_ids"]
+
+
+@dataclass(frozen=True)
+class Choice:
+    output: int  # column of the LabelSpace output this slot scores
+    options: tuple[tuple[int, ...], tuple[int, ...]]  # token ids of the negative and the positive word
+
+
+Item = tuple[int, ...] | Choice  # a forced run of tokens, or a choice
+
+
+class Layout:
+    """The answer of one kind of example (with or without a response) as token items."""
+
+    def __init__(self, fmt: ChatFormat, tokenizer: Any, has_response: bool):
+        self.items: list[Item] = []
+        for piece in fmt.layout(has_response):
+            if isinstance(piece, str):
+                ids = tuple(encode_piece(tokenizer, piece))
+                if self.items and not isinstance(self.items[-1], Choice):
+                    self.items[-1] = self.items[-1] + ids
+                elif ids:
+                    self.items.append(ids)
+                continue
+            options = tuple(tuple(encode_piece(tokenizer, word)) for word in piece.options)
+            if not all(options) or options[0][0] == options[1][0]:
+                raise ValueError(f"the words {piece.options} of slot {piece.output} begin with the same token for "
+                                 "this tokenizer, so one token cannot tell them apart")
+            self.items.append(Choice(fmt.labels.index(piece.output), options))  # type: ignore[arg-type]
+        self.slots = [p for p in fmt.layout(has_response) if isinstance(p, Slot)]
+        self.choices = [item for item in self.items if isinstance(item, Choice)]
+        self.eos = tokenizer.eos_token_id
+
+    def ids(self, values: Sequence[int | None]) -> tuple[list[int], list[int]]:
+        """(answer ids + eos, training labels): one value per choice (None: unlabelled, its tokens masked)."""
+        ids: list[int] = []
+        labels: list[int] = []
+        k = 0
+        for item in self.items:
+            if isinstance(item, Choice):
+                value = values[k]
+                k += 1
+                word = item.options[value or 0]
+                ids += word
+                labels += list(word) if value is not None else [IGNORE] * len(word)
+            else:
+                ids += item
+                labels += item
+        return ids + [self.eos], labels + [self.eos]
+
+    @property
+    def max_length(self) -> int:
+        return 1 + sum(max(map(len, i.options)) if isinstance(i, Choice) else len(i) for i in self.items)
+
+    def head(self) -> list[int]:
+        """Forced tokens before the first choice (they end the prompt in scoring)."""
+        return list(self.items[0]) if self.items and not isinstance(self.items[0], Choice) else []
+
+    def after(self, k: int, option: int) -> list[int]:
+        """Tokens fed after choosing `option` at choice k: that word (its first token was only predicted so far)
+        and the forced run up to the next choice."""
+        position = self.items.index(self.choices[k])
+        following = self.items[position + 1] if position + 1 < len(self.items) else ()
+        word = list(self.choices[k].options[option])
+        return word + (list(following) if not isinstance(following, Choice) else [])
+
+
+class Prompter:
+    """Chat-template prompts of a format, truncated to fit `max_length` together with the answer."""
+
+    def __init__(self, fmt: ChatFormat, tokenizer: Any, max_length: int):
+        self.fmt, self.tokenizer, self.max_length = fmt, prepare_tokenizer(tokenizer), max_length
+        self.layouts = {has: Layout(fmt, tokenizer, has) for has in (False, True)}
+        self.system_role = self._accepts_system_role()
+
+    def _accepts_system_role(self) -> bool:
+        try:
+            self.tokenizer.apply_chat_template([{"role": "system", "content": "x"}, {"role": "user", "content": "y"}],
+                                               tokenize=False, add_generation_prompt=True)
+            return True
+        except Exception:  # noqa: BLE001 - jinja raises its own errors (e.g. "System role not supported")
+            return False
+
+    def text(self, example: Example, shots: Sequence[Example] = (), prompt: str | None = None,
+             response: str | None = None) -> str:
+        """The prompt string exactly as the model reads it, training and inference alike."""
+        messages = self.fmt.messages(example, shots, prompt, response)
+        if not self.system_role:  # e.g. Gemma: the policy goes at the top of the first user turn
+            system = messages.pop(0)["content"]
+            messages[0] = {**messages[0], "content": f"{system}\n\n{messages[0]['content']}"}
+        return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+
+    def prompt_ids(self, example: Example, shots: Sequence[Example] = ()) -> list[int]:
+        layout = self.layouts[example.response is not None]
+        budget = self.max_length - layout.max_length
+        ids = encode_piece(self.tokenizer, self.text(example, shots))
+        if len(ids) <= budget:
+            return ids
+        # Too long: shorten the conversation (the longer of prompt and response first) and render again.
+        prompt = encode_piece(self.tokenizer, example.prompt)
+        response = encode_piece(self.tokenizer, example.response) if example.response is not None else []
+        for _ in range(4):  # re-tokenising at the cut can shift a few tokens; tighten and retry
+            room = len(prompt) + len(response) - (len(ids) - budget)
+            if room <= 0:
+                raise ValueError(f"model.max_length={self.max_length} leaves no room for the conversation after "
+                                 f"the policy and the answer ({len(ids) - len(prompt) - len(response)} + "
+                                 f"{layout.max_length} tokens); raise max_length")
+            prompt, response = _shorten(prompt, response, room)
+            ids = encode_piece(self.tokenizer, self.text(
+                example, shots, self.tokenizer.decode(prompt),
+                self.tokenizer.decode(response) if example.response is not None else None))
+            if len(ids) <= budget:
+                return ids
+        raise ValueError(f"cannot fit the conversation into model.max_length={self.max_length}")
+
+    def training_ids(self, example: Example) -> tuple[list[int], list[int]]:
+        """(input ids, labels): the prompt as at inference, then the answer; loss on the answer only."""
+        prompt = self.prompt_ids(example)
+        layout = self.layouts[example.response is not None]
+        values = self.fmt.values(example)
+        answer, labels = layout.ids([values[s.output] for s in layout.slots])
+        return prompt + answer, [IGNORE] * len(prompt) + labels
+
+
+def _shorten(a: list[int], b: list[int], room: int) -> tuple[list[int], list[int]]:
+    """Cut the longer of a and b first so that len(a) + len(b) <= room."""
+    if len(a) + len(b) <= room:
+        return a, b
+    short, long_ = sorted((len(a), len(b)))
+    keep_short = min(short, room // 2) if long_ > room - short else short
+    keep_long = room - keep_short
+    return (a[:keep_long], b[:keep_short]) if len(a) >= len(b) else (a[:keep_short], b[:keep_long])
+
+
+@dataclass
+class GenEncoded:
+    """A tokenised split for answer-only SFT (same interface as encoding.Encoded for the training loop)."""
+    examples: Sequence[Example]
+    input_ids: list[list[int]]
+    labels: list[list[int]]
+    lengths: np.ndarray
+
+    @classmethod
+    def build(cls, examples: Sequence[Example], prompter: Prompter) -> GenEncoded:
+        pairs = [prompter.training_ids(ex) for ex in examples]
+        ids = [p[0] for p in pairs]
+        return cls(examples, ids, [p[1] for p in pairs], np.array([len(x) for x in ids], dtype=np.int64))
+
+    def batch(self, index: list[int], pad_id: int, pad_to_multiple_of: int | None = None) -> dict:
+        from guardtune.encoding import collate
+
+        out = collate([self.input_ids[i] for i in index], pad_id, pad_to_multiple_of)
+        labels = torch.full_like(out["input_ids"], IGNORE)
+        for row, i in enumerate(index):
+            labels[row, :len(self.labels[i])] = torch.as_tensor(self.labels[i])
+        out["labels"] = labels
+        out["index"] = list(index)
+        return out
+
+
+def causal_lm(backbone: nn.Module) -> nn.Module:
+    """The transformers causal LM inside a (possibly PEFT-wrapped) backbone."""
+    return backbone.get_base_model() if hasattr(backbone, "get_base_model") else backbone
+
+
+class GenerativeLM(nn.Module):
+    """A causal LM guard in training: `forward` returns the answer-token loss."""
+
+    def __init__(self, backbone: nn.Module, labels: LabelSpace, fmt: ChatFormat):
+        super().__init__()
+        self.backbone = backbone
+        self.labels = labels
+        self.format = fmt
+        self.frozen: list[nn.Module] = []
+        self.trunk = None
+        self._no_split_modules = getattr(backbone, "_no_split_modules", None)
+
+    def train(self, mode: bool = True) -> GenerativeLM:
+        super().train(mode)
+        for module in self.frozen:
+            module.eval()
+        return self
+
+    def hidden(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, index: list[int] | None = None,
+               **kwargs: Any) -> Any:
+        use_cache = self.trunk is not None and index is not None
+        with self.trunk.around(index, attention_mask) if use_cache else nullcontext():
+            return causal_lm(self.backbone).get_decoder()(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
+
+    def logits_at(self, hidden: torch.Tensor) -> torch.Tensor:
+        return causal_lm(self.backbone).get_output_embeddings()(hidden).float()
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor,
+                index: list[int] | None = None) -> torch.Tensor:
+        hidden = self.hidden(input_ids, attention_mask, index, use_cache=False).last_hidden_state
+        targets = labels[:, 1:]
+        answer = targets != IGNORE  # the LM head runs on answer positions only
+        logits = self.logits_at(hidden[:, :-1][answer])
+        if logits.numel() == 0:
+            return hidden.sum() * 0.0
+        return F.cross_entropy(logits, targets[answer])
+
+
+@torch.inference_mode()
+def score(model: GenerativeLM, prompter: Prompter, examples: Sequence[Example], batch_size: int = 16,
+          prompts: Callable[[Example], list[int]] | None = None, show_progress: bool = False) -> np.ndarray:
+    """Label-logit probabilities [n_examples, n_outputs]. An output absent from an example's layout (response
+    outputs of a prompt-only example) scores 0: there is nothing to flag."""
+    from guardtune.ui import progress
+
+    prompts = prompts or prompter.prompt_ids
+    probs = np.zeros((len(examples), len(model.labels.outputs)), dtype=np.float32)
+    device = next(model.parameters()).device
+    pad = prompter.tokenizer.pad_token_id
+    batches = []
+    for has in (False, True):
+        rows = [i for i, ex in enumerate(examples) if (ex.response is not None) == has]
+        if not rows or not prompter.layouts[has].choices:
+            continue
+        layout = prompter.layouts[has]
+        ids = {i: prompts(examples[i]) + layout.head() for i in rows}
+        order = sorted(rows, key=lambda i: -len(ids[i]))
+        batches += [(layout, [(i, ids[i]) for i in order[k:k + batch_size]]) for k in range(0, len(order), batch_size)]
+    for layout, batch in progress(batches, "scoring", enabled=show_progress, unit="batch"):
+        index = [i for i, _ in batch]
+        probs[index] = _score_batch(model, layout, [row for _, row in batch], pad, device)
+    return probs
+
+
+def _score_batch(model: GenerativeLM, layout: Layout, rows: list[list[int]], pad: int, device) -> np.ndarray:
+    from guardtune.encoding import collate
+
+    n = len(rows)
+    out = np.zeros((n, len(model.labels.outputs)), dtype=np.float32)
+    batch = collate(rows, pad)
+    mask = batch["attention_mask"].to(device)
+    last = torch.tensor([len(r) - 1 for r in rows], device=device)  # position of each row's last token
+    result = model.hidden(batch["input_ids"].to(device), mask, position_ids=_positions(mask), use_cache=True)
+    cache, hidden = result.past_key_values, result.last_hidden_state[torch.arange(n, device=device), last]
+    for k, choice in enumerate(layout.choices):
+        logits = model.logits_at(hidden)
+        pair = logits[:, [choice.options[0][0], choice.options[1][0]]]
+        p = torch.softmax(pair, dim=-1)[:, 1]
+        out[:, choice.output] = p.cpu().numpy()
+        if k + 1 == len(layout.choices):
+            break
+        picked = (pair[:, 1] > pair[:, 0]).tolist()  # argmax, ties to the first token like greedy decoding
+        chunk = [layout.after(k, int(c)) for c in picked]
+        step = collate(chunk, pad)
+        step_mask = step["attention_mask"].to(device)
+        positions = last.unsqueeze(1) + torch.cumsum(step_mask, dim=1)
+        mask = torch.cat([mask, step_mask], dim=1)
+        result = model.hidden(step["input_ids"].to(device), mask, position_ids=positions, past_key_values=cache,
+                              use_cache=True)
+        cache = result.past_key_values
+        ends = torch.tensor([len(c) - 1 for c in chunk], device=device)
+        hidden = result.last_hidden_state[torch.arange(n, device=device), ends]
+        last = last + step_mask.sum(dim=1)
+    return out
+
+
+def _positions(mask: torch.Tensor) -> torch.Tensor:
+    return (mask.cumsum(dim=1) - 1).clamp(min=0)
+
+
+class FormatProcessor:
+    """A logits processor for `generate`: each row may only emit the next token of its answer layout (at a slot,
+    either word's next token); after the layout, only eos. Rows are left-padded prompts of width `start`."""
+
+    def __init__(self, layouts: Sequence[Layout], start: int):
+        self.layouts, self.start = list(layouts), start
+        self.state = [(0, 0, -1) for _ in layouts]  # (item, offset in item, chosen option or -1)
+
+    def allowed(self, row: int) -> list[int]:
+        layout, (i, j, option) = self.layouts[row], self.state[row]
+        if i >= len(layout.items):
+            return [layout.eos]
+        item = layout.items[i]
+        if isinstance(item, Choice):
+            return [item.options[0][0], item.options[1][0]] if option < 0 else [item.options[option][j]]
+        return [item[j]]
+
+    def advance(self, row: int, token: int) -> None:
+        layout, (i, j, option) = self.layouts[row], self.state[row]
+        if i >= len(layout.items):
+            return
+        item = layout.items[i]
+        if isinstance(item, Choice):
+            option = option if option >= 0 else (0 if token == item.options[0][0] else 1)
+            word = item.options[option]
+            self.state[row] = (i + 1, 0, -1) if j + 1 >= len(word) else (i, j + 1, option)
+        else:
+            self.state[row] = (i + 1, 0, -1) if j + 1 >= len(item) else (i, j + 1, -1)
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        if input_ids.shape[1] > self.start:
+            for row, token in enumerate(input_ids[:, -1].tolist()):
+                self.advance(row, token)
+        keep = torch.full_like(scores, float("-inf"))
+        for row in range(scores.shape[0]):
+            allowed = self.allowed(row)
+            keep[row, allowed] = scores[row, allowed]
+        return keep
+
+
+@torch.inference_mode()
+def decode(model: GenerativeLM, prompter: Prompter, examples: Sequence[Example], batch_size: int = 16,
+           prompts: Callable[[Example], list[int]] | None = None, show_progress: bool = False) -> list[str]:
+    """Constrained greedy decoding, batched: the answer text of every example (always parses)."""
+    from transformers import LogitsProcessorList
+
+    from guardtune.ui import progress
+
+    prompts = prompts or prompter.prompt_ids
+    lm = causal_lm(model.backbone)
+    device = next(model.parameters()).device
+    tokenizer = prompter.tokenizer
+    ids = [prompts(ex) for ex in examples]
+    order = sorted(range(len(examples)), key=lambda i: -len(ids[i]))
+    texts: list[str] = [""] * len(examples)
+    for k in progress(range(0, len(order), batch_size), "decoding", enabled=show_progress, unit="batch"):
+        index = order[k:k + batch_size]
+        width = max(len(ids[i]) for i in index)
+        input_ids = torch.full((len(index), width), tokenizer.pad_token_id, dtype=torch.long)
+        mask = torch.zeros_like(input_ids)
+        for row, i in enumerate(index):  # left padding: generation continues from the same column
+            input_ids[row, width - len(ids[i]):] = torch.as_tensor(ids[i])
+            mask[row, width - len(ids[i]):] = 1
+        layouts = [prompter.layouts[examples[i].response is not None] for i in index]
+        processor = FormatProcessor(layouts, width)
+        out = lm.generate(input_ids=input_ids.to(device), attention_mask=mask.to(device), do_sample=False,
+                          max_new_tokens=max(lay.max_length for lay in layouts),
+                          logits_processor=LogitsProcessorList([processor]), eos_token_id=tokenizer.eos_token_id,
+                          pad_token_id=tokenizer.pad_token_id)
+        for row, i in enumerate(index):
+            texts[i] = tokenizer.decode(out[row, width:], skip_special_tokens=True)
+    return texts

@@ -1,0 +1,298 @@
+"""Generative guards: one formatter for training and inference, answer-only loss, label-logit scoring that agrees
+with greedy decoding, constrained decoding that always parses, training with every method, few-shot prompting."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+import guardtune
+from guardtune import config
+from guardtune.chat_format import ChatFormat, read_policy
+from guardtune.data.example import Example
+from guardtune.fewshot import ShotPicker
+from guardtune.labels import LabelSpace
+from guardtune.models.backbone import load_tokenizer
+from guardtune.models.build import build_model
+from guardtune.models.generative import IGNORE, FormatProcessor, GenerativeLM, Prompter
+from guardtune.train import train
+
+ALL = LabelSpace(("prompt_harmful", "response_harmful", "response_refusal"), ("S1", "S10"), ("S1", "S2"))
+
+
+def examples() -> list[Example]:
+    """Mixed lengths, with and without responses, some labels missing."""
+    out = []
+    for i in range(14):
+        words = " ".join(["please tell me about bread and knives"] * (1 + i % 5))
+        harmful = i % 2
+        if i % 3 == 0:
+            out.append(Example(prompt=f"{words} {i}", prompt_harmful=harmful,
+                               prompt_categories=("S1",) if harmful else ()))
+        else:
+            out.append(Example(prompt=f"{words} {i}", response="Sure, " + "here it is. " * (i % 4 + 1),
+                               prompt_harmful=harmful, response_harmful=harmful if i % 4 else None,
+                               response_refusal=1 - harmful, prompt_categories=("S10",) if harmful else (),
+                               response_categories=("S2",) if harmful and i % 4 else ()))
+    return out
+
+
+def guard_for(directory, labels=ALL, sharpen: float = 1.0, family_max_length: int = 1024):
+    from guardtune.guard import GenerativeGuard
+
+    cfg = config.load(None, [f"model.name={directory}", "model.kind=generative", "method.name=full"])
+    torch.manual_seed(0)
+    model = build_model(cfg, labels, apply_method=False)
+    if sharpen != 1.0:  # a random model's words sit near 50/50; sharper logits make parity a clean test
+        with torch.no_grad():
+            model.backbone.get_output_embeddings().weight.mul_(sharpen)
+    return GenerativeGuard(model, load_tokenizer(cfg.model), family_max_length, batch_size=4)
+
+
+@pytest.mark.parametrize("family", ["qwen2", "llama", "phi3"])
+def test_training_and_inference_format_the_same_string(tiny_causal, family):
+    guard = guard_for(tiny_causal(family))
+    prompter: Prompter = guard.prompter
+    tokenizer = prompter.tokenizer
+    for ex in examples():
+        inference = prompter.prompt_ids(ex)
+        ids, labels = prompter.training_ids(ex)
+        assert ids[:len(inference)] == inference
+        assert tokenizer.decode(ids[:len(inference)]) == prompter.text(ex)
+        assert all(label == IGNORE for label in labels[:len(inference)])
+        answer = tokenizer.decode(ids[len(inference):], skip_special_tokens=True)
+        assert answer == guard.format.answer(ex)
+        assert ids[-1] == tokenizer.eos_token_id
+        text = prompter.text(ex)
+        assert "S10: Hate." in text and "Human user:\n" + ex.prompt in text
+        assert ("AI assistant:\n" in text) == (ex.response is not None)
+
+
+def test_answer_parses_back_to_the_labels_and_unlabelled_slots_are_masked(tiny_causal):
+    guard = guard_for(tiny_causal("qwen2"))
+    fmt, prompter = guard.format, guard.prompter
+    ex = Example(prompt="how do I hurt someone", response="No.", prompt_harmful=1, response_refusal=1,
+                 prompt_categories=("S1",))  # response_harmful and response categories unlabelled
+    verdict = fmt.parse(fmt.answer(ex), has_response=True)
+    assert verdict["request"] == "harmful" and verdict["refusal"] == "refusal"
+    assert verdict["request_violations"] == ["S1"]
+    ids, labels = prompter.training_ids(ex)
+    masked = [i for i, (a, b) in enumerate(zip(ids, labels)) if b == IGNORE]
+    answer_start = len(prompter.prompt_ids(ex))
+    in_answer = [i for i in masked if i >= answer_start]
+    # response_harmful's word and the two response category flags are masked; everything else is trained
+    layout = prompter.layouts[True]
+    unlabelled = {"response_harmful", "response_categories/S1", "response_categories/S2"}
+    expected = sum(len(c.options[0]) for c, s in zip(layout.choices, layout.slots) if s.output in unlabelled)
+    assert len(in_answer) == expected > 0
+    for bad in ['{"request": "maybe"}', "not json", '{"request": "safe"}',
+                '{"request": "safe", "refusal": "compliant", "response": "safe", "request_violations": {"S1": 2, '
+                '"S10": 0}, "response_violations": {"S1": 0, "S2": 0}}']:
+        with pytest.raises(ValueError):
+            fmt.parse(bad, has_response=True)
+
+
+def test_a_long_conversation_is_cut_and_the_response_survives(tiny_causal):
+    guard = guard_for(tiny_causal("qwen2"), family_max_length=420)
+    prompter = guard.prompter
+    ex = Example(prompt="word " * 2000, response="the response stays here", prompt_harmful=1, response_harmful=0)
+    ids, _ = prompter.training_ids(ex)
+    assert len(ids) <= 420
+    assert "the response stays here" in prompter.tokenizer.decode(ids)
+    short = guard_for(tiny_causal("qwen2"), family_max_length=60).prompter
+    with pytest.raises(ValueError, match="max_length"):
+        short.prompt_ids(ex)
+
+
+@pytest.mark.parametrize("family", ["qwen2", "llama", "phi3"])
+def test_label_logit_argmax_agrees_with_greedy_constrained_decoding(tiny_causal, family):
+    guard = guard_for(tiny_causal(family), sharpen=40.0)
+    exs = examples()
+    scores = guard.score(exs)
+    verdicts = guard.generate(exs)
+    checked = 0
+    for row, (ex, verdict) in enumerate(zip(exs, verdicts)):
+        for slot in guard.prompter.layouts[ex.response is not None].slots:
+            p = float(scores[slot.output][row])
+            if "/" in slot.output:
+                field_name, code = slot.output.split("/")
+                key = "request_violations" if field_name == "prompt_categories" else "response_violations"
+                decoded = code in verdict[key]
+            else:
+                key = {"prompt_harmful": "request", "response_refusal": "refusal", "response_harmful": "response"}
+                decoded = verdict[key[slot.output]] == slot.options[1]
+            assert decoded == (p > 0.5), (row, slot.output, p, verdict["text"])
+            checked += 1
+    assert checked > 50
+    probs = scores.probs
+    assert 0 < (probs > 0.5).mean() < 1  # both words chosen somewhere: the comparison is not vacuous
+    # prompt-only examples score 0 on response outputs: nothing to flag
+    no_response = [i for i, ex in enumerate(exs) if ex.response is None]
+    assert np.all(scores["response_harmful"][no_response] == 0)
+    # batching does not change scores
+    one = guard.score(exs, batch_size=1).probs
+    np.testing.assert_allclose(one, probs, atol=1e-4)
+
+
+def test_constrained_decoding_always_parses_on_a_random_model(tiny_causal):
+    guard = guard_for(tiny_causal("llama"))  # unsharpened: near-random choices at every slot
+    exs = examples() * 2
+    verdicts = guard.generate(exs, batch_size=5)
+    assert len(verdicts) == len(exs)
+    for ex, verdict in zip(exs, verdicts):
+        assert guard.format.parse(verdict["text"], ex.response is not None)  # parses (raises otherwise)
+        assert verdict["request"] in ("harmful", "safe")
+    # the processor alone: unconstrained greedy of the same model does not produce the format
+    lm = guard.model.backbone
+    ids = torch.tensor([guard.prompter.prompt_ids(exs[0])])
+    free = lm.generate(input_ids=ids, max_new_tokens=20, do_sample=False,
+                       pad_token_id=guard.prompter.tokenizer.pad_token_id)
+    with pytest.raises(ValueError):
+        guard.format.parse(guard.prompter.tokenizer.decode(free[0, ids.shape[1]:], skip_special_tokens=True), False)
+    processor = FormatProcessor([guard.prompter.layouts[False]], ids.shape[1])
+    allowed = processor(ids, torch.zeros(1, lm.config.vocab_size))
+    assert torch.isfinite(allowed).sum() == 1  # the first answer token is forced
+
+
+def test_the_loss_is_on_answer_tokens_only(tiny_causal):
+    guard = guard_for(tiny_causal("qwen2"))
+    model: GenerativeLM = guard.model
+    prompter = guard.prompter
+    ex = examples()[1]
+    ids, labels = prompter.training_ids(ex)
+    input_ids, labels = torch.tensor([ids]), torch.tensor([labels])
+    loss = model(input_ids, torch.ones_like(input_ids), labels)
+    logits = model.backbone(input_ids=input_ids).logits[0, :-1]
+    targets = labels[0, 1:]
+    answer = targets != IGNORE
+    expected = F.cross_entropy(logits[answer].float(), targets[answer])
+    assert torch.allclose(loss, expected, atol=1e-5)
+    assert answer.sum() < len(ids) / 2  # most tokens (the policy and the conversation) carry no loss
+
+
+@pytest.fixture
+def toy_data(tmp_path):
+    """A separable toy task: 'knife' requests are harmful, 'bread' requests are safe."""
+    rows = []
+    for i in range(48):
+        harmful = i % 2
+        thing = "stab someone with a knife" if harmful else "bake a loaf of bread"
+        rows.append({"prompt": f"how do I {thing} {i}", "prompt_harmful": harmful, "id": f"t{i}"})
+    path = tmp_path / "toy.jsonl"
+    path.write_text("\n".join(json.dumps(r) for r in rows) + "\n", encoding="utf-8")
+    return path
+
+
+def gen_config(directory, data, out, method="lora", steps=4, **extra):
+    overrides = [f"model.name={directory}", "model.kind=generative", f"method.name={method}", f"output_dir={out}",
+                 f"data.train={data}", f"data.validation={data}", f"data.test={data}",
+                 f"training.max_steps={steps}", "training.batch_size=8", "training.eval_batch_size=16",
+                 "training.lr=2e-3"] + [f"{k}={v}" for k, v in extra.items()]
+    return config.load(None, overrides)
+
+
+@pytest.mark.parametrize("method", ["full", "freeze", "lora", "dora", "adalora", "pissa", "ia3", "loha"])
+def test_every_method_trains_a_generative_guard_and_saves_it(tiny_causal, toy_data, tmp_path, method):
+    out = tmp_path / method
+    result = train(gen_config(tiny_causal("qwen2"), toy_data, out, method), show_progress=False)
+    assert result.steps == 4 and result.test is not None
+    exs = [Example(prompt="how do I stab someone with a knife 3"), Example(prompt="how do I bake bread 2")]
+    before = result.guard.score(exs).probs
+    loaded = guardtune.load(out)
+    np.testing.assert_allclose(loaded.score(exs).probs, before, atol=1e-5)
+    base = guard_for(tiny_causal("qwen2"), LabelSpace(("prompt_harmful",))).score(exs).probs
+    assert np.abs(base - before).max() > 1e-5  # the saved weights are what scores
+    assert not (out / "heads.safetensors").exists()
+    saved = config.load(out / "config.yaml")
+    assert saved.model.kind == "generative" and saved.model.policy == read_policy(None)
+
+
+def test_a_generative_guard_learns_the_toy_task(tiny_causal, toy_data, tmp_path):
+    cfg = gen_config(tiny_causal("qwen2"), toy_data, tmp_path / "learn", "full", steps=30,
+                     **{"training.lr": 1e-2, "training.eval_every": 10})
+    result = train(cfg, show_progress=False)
+    log = [json.loads(line) for line in (tmp_path / "learn" / "log.jsonl").read_text().splitlines()]
+    losses = [r["val_loss"] for r in log if "val_loss" in r]
+    assert losses[-1] < losses[0] / 2  # the answer is learned (format and label words)
+    assert result.test["prompt_harmful"]["auprc"] > 0.95
+    probs = result.guard.score([Example(prompt="how do I stab someone with a knife 101"),
+                                Example(prompt="how do I bake a loaf of bread 100")])["prompt_harmful"]
+    assert probs[0] > probs[1]  # unseen numbers: the words decide
+
+
+def test_generative_config_checks(tiny_causal, tmp_path):
+    assert config.load(None, ["model.kind=generative"]).model.max_length == 1024
+    assert config.load(None, []).model.max_length == 256
+    with pytest.raises(ValueError, match="model.kind"):
+        config.load(None, ["model.kind=seq2seq"])
+    policy = tmp_path / "policy.yaml"
+    policy.write_text("X1: Scams and fraud\nX2: Spam\n", encoding="utf-8")
+    fmt = ChatFormat(LabelSpace(("prompt_harmful",), ("X1",)), read_policy(str(policy)))
+    assert "X1: Scams and fraud." in fmt.system_prompt() and "S1" not in fmt.system_prompt()
+    with pytest.raises(ValueError, match="not in the policy"):
+        ChatFormat(LabelSpace(("prompt_harmful",), ("S1",)), read_policy(str(policy)))
+
+
+def test_templates_without_a_system_role_or_without_any_template(tiny_causal):
+    from transformers import AutoTokenizer
+
+    from guardtune.models.generative import FALLBACK_TEMPLATE
+
+    fmt = ChatFormat(LabelSpace(("prompt_harmful",)))
+    tokenizer = AutoTokenizer.from_pretrained(tiny_causal("qwen2"))
+    tokenizer.chat_template = ("{% for m in messages %}{% if m['role'] == 'system' %}"
+                               "{{ raise_exception('System role not supported') }}{% endif %}"
+                               "<{{ m['role'] }}>{{ m['content'] }}</s>{% endfor %}<assistant>")
+    text = Prompter(fmt, tokenizer, 1024).text(Example(prompt="hi"))
+    assert text.startswith("<user>You are a safety classifier") and "Human user:\nhi" in text
+    tokenizer.chat_template = None
+    prompter = Prompter(fmt, tokenizer, 1024)
+    assert tokenizer.chat_template == FALLBACK_TEMPLATE
+    assert prompter.text(Example(prompt="hi")).endswith("<|assistant|>\n")
+
+
+def test_fewshot_demonstrations_are_balanced_similar_and_never_the_example():
+    fmt = ChatFormat(LabelSpace(("prompt_harmful",)))
+    pool = [Example(prompt=f"how to build a bomb {i}", prompt_harmful=1) for i in range(5)]
+    pool += [Example(prompt=f"recipe for apple pie {i}", prompt_harmful=0) for i in range(5)]
+    pool += [Example(prompt="unlabelled text about bombs")]  # cannot be a demonstration: no answer to show
+    query = pool[0]
+    similar = ShotPicker(fmt, pool, 4, "similarity")(query)
+    assert sum(ex.prompt_harmful for ex in similar) == 2 and len(similar) == 4
+    assert query not in similar and all(ex.prompt_harmful is not None for ex in similar)
+    assert similar[-1].prompt.startswith("how to build a bomb")  # the nearest sits next to the conversation
+    random_picker = ShotPicker(fmt, pool, 4, "random", seed=1)
+    assert random_picker(query) == random_picker(query)  # seeded per example
+    assert sum(ex.prompt_harmful for ex in random_picker(query)) == 2
+    many = {tuple(e.prompt for e in random_picker(Example(prompt=f"q{i}"))) for i in range(10)}
+    assert len(many) > 1  # different examples get different draws
+    odd = ShotPicker(fmt, pool, 3, "random")(Example(prompt="x"))
+    assert sorted(ex.prompt_harmful for ex in odd) in ([0, 1, 1], [0, 0, 1])
+    with pytest.raises(ValueError, match="fewer than"):
+        ShotPicker(fmt, pool[:3], 5)
+
+
+def test_fewshot_guard_from_the_cli_scores_and_evaluates(tiny_causal, tmp_path):
+    from guardtune.cli import main
+
+    pool = tmp_path / "pool.jsonl"
+    pool.write_text("\n".join(json.dumps({"prompt": f"text number {i}", "prompt_harmful": i % 2}) for i in range(12)),
+                    encoding="utf-8")
+    out = tmp_path / "fs"
+    assert main(["baseline", "fewshot", "--model", str(tiny_causal("qwen2")), "--data", str(pool), "--shots", "2",
+                 "--select", "random", "--out", str(out)]) == 0
+    guard = guardtune.load(out)
+    query = Example(prompt="a new text")
+    text = guard.prompter.text(query, guard.shots(query))
+    assert text.count('{"request": "') == 2 and text.count("Human user:") == 3
+    assert guard.score([query]).probs.shape == (1, 1)
+    assert main(["eval", str(out), "--data", str(pool), "--bootstrap", "0", "--no-plots"]) == 0
+    assert json.loads((out / "metrics.json").read_text())["guard"] == str(out)
+    zero = tmp_path / "zero"
+    assert main(["baseline", "fewshot", "--model", str(tiny_causal("qwen2")), "--shots", "0",
+                 "--tasks", "prompt_harmful", "--out", str(zero)]) == 0
+    assert guardtune.load(zero).prompter.text(query).count("Human user:") == 1
