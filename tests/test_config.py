@@ -11,6 +11,7 @@ from guardtune import config, methods
 from guardtune.data import DataSpec
 from guardtune.labels import LabelSpace
 from guardtune.models.build import build_model
+from guardtune.models.generative import GenerativeLM
 from tests.tiny import family_of
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -68,20 +69,24 @@ def _specs(value):
 
 
 @pytest.mark.parametrize("path", RECIPES, ids=[str(p.relative_to(ROOT / "configs")) for p in RECIPES])
-def test_every_shipped_recipe_parses_and_builds_its_tiny_equivalent(path, tiny):
+def test_every_shipped_recipe_parses_and_builds_its_tiny_equivalent(path, tiny, tiny_causal):
     cfg = config.load(path)
     for split in ("train", "validation", "test"):
         for spec in _specs(getattr(cfg.data, split)):
             DataSpec.parse(spec)  # names and keys are valid (the data itself may be on the hub)
-    tiny_cfg = config.from_dict({**cfg.to_dict(), "model": {**cfg.to_dict()["model"],
-                                                            "name": str(tiny(family_of(cfg.model.name)))}})
+    generative = cfg.model.kind == "generative"
+    stand_in = (tiny_causal if generative else tiny)(family_of(cfg.model.name))
+    tiny_cfg = config.from_dict({**cfg.to_dict(), "model": {**cfg.to_dict()["model"], "name": str(stand_in)}})
     labels = LabelSpace(("prompt_harmful",), ("S1", "S2"))
     if cfg.method.name == "qlora" and not torch.cuda.is_available():
         with pytest.raises(RuntimeError, match="needs a CUDA GPU"):
             build_model(tiny_cfg, labels, methods.Context(total_steps=20))
         return
     model = build_model(tiny_cfg, labels, methods.Context(total_steps=20))
-    assert model.head.weight.requires_grad
+    if generative:
+        assert isinstance(model, GenerativeLM) and not hasattr(model, "head")
+    else:
+        assert model.head.weight.requires_grad
     trainable = sum(p.numel() for p in model.backbone.parameters() if p.requires_grad)
     assert trainable > 0
 

@@ -138,6 +138,34 @@ def test_label_logit_argmax_agrees_with_greedy_constrained_decoding(tiny_causal,
     np.testing.assert_allclose(one, probs, atol=1e-4)
 
 
+def test_the_shared_prefix_cache_changes_nothing(tiny_causal):
+    from guardtune.models.generative import PrefixCache, decode, score
+
+    guard = guard_for(tiny_causal("llama"), sharpen=40.0)
+    exs = examples()
+    rows = [guard.prompter.prompt_ids(ex) for ex in exs]
+    assert PrefixCache(guard.model, rows).length > 100  # the system prompt with the policy is shared
+    cached = score(guard.model, guard.prompter, exs, batch_size=5)
+    plain = score(guard.model, guard.prompter, exs, batch_size=5, prefix_cache=False)
+    np.testing.assert_allclose(cached, plain, atol=1e-5)
+    assert decode(guard.model, guard.prompter, exs, 5) == decode(guard.model, guard.prompter, exs, 5,
+                                                                  prefix_cache=False)
+
+
+def test_inference_batches_bound_rows_tokens_and_padding():
+    from guardtune.encoding import token_budget_batches
+
+    lengths = np.array([367, 302, 159, 123, 114, 95, 84, 82, 63, 60, 45, 34, 33, 32, 32, 25] + [20] * 30)
+    batches = token_budget_batches(lengths, batch_size=16, max_tokens=1536)
+    assert sorted(i for b in batches for i in b) == list(range(len(lengths)))  # each row exactly once
+    for batch in batches:
+        width = lengths[batch].max()
+        assert len(batch) <= 16 and width * len(batch) <= 1536
+        assert lengths[batch].sum() / (width * len(batch)) >= 0.75  # at most a quarter padding
+    assert lengths[batches[0]].min() > 100  # no short row padded to 367
+    assert max(len(b) for b in batches) == 16  # the many short rows fill whole batches
+
+
 def test_constrained_decoding_always_parses_on_a_random_model(tiny_causal):
     guard = guard_for(tiny_causal("llama"))  # unsharpened: near-random choices at every slot
     exs = examples() * 2
@@ -235,6 +263,9 @@ def test_generative_config_checks(tiny_causal, tmp_path):
     assert "X1: Scams and fraud." in fmt.system_prompt() and "S1" not in fmt.system_prompt()
     with pytest.raises(ValueError, match="not in the policy"):
         ChatFormat(LabelSpace(("prompt_harmful",), ("S1",)), read_policy(str(policy)))
+    # the default policy takes in a category the data uses beyond S1-S14 (ToxicChat's jailbreaking)
+    labels = LabelSpace(("prompt_harmful",), ("S1", "jailbreaking"))
+    assert "jailbreaking: Jailbreaking." in ChatFormat(labels, read_policy(None, labels)).system_prompt()
 
 
 def test_templates_without_a_system_role_or_without_any_template(tiny_causal):

@@ -60,10 +60,14 @@ class Slot:
 Piece = str | Slot  # the answer layout: literal text and slots, in order
 
 
-def read_policy(policy: str | dict[str, str] | None) -> dict[str, str]:
-    """Category code -> description. None: the S1-S14 taxonomy; a mapping; or a YAML/JSON file of one."""
+def read_policy(policy: str | dict[str, str] | None, labels: LabelSpace | None = None) -> dict[str, str]:
+    """Category code -> description. None: the S1-S14 taxonomy, plus any other category the data labels (e.g.
+    ToxicChat's `jailbreaking`) under its own name; a mapping; or a YAML/JSON file of one."""
     if policy is None:
-        return dict(CATEGORIES)
+        out = dict(CATEGORIES)
+        for field_name in CATEGORY_KEYS if labels is not None else ():
+            out.update({c: c.replace("_", " ").capitalize() for c in labels.categories(field_name) if c not in out})
+        return out
     if isinstance(policy, str):
         import yaml
 

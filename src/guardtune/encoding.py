@@ -99,3 +99,25 @@ def length_sorted_batches(lengths: np.ndarray, batch_size: int) -> list[list[int
     """Inference batches: longest first, so padding is minimal and a memory problem shows up at once."""
     order = np.argsort(-lengths, kind="stable")
     return [order[i:i + batch_size].tolist() for i in range(0, len(order), batch_size)]
+
+
+def token_budget_batches(lengths: Sequence[int] | np.ndarray, batch_size: int, max_tokens: int,
+                         max_padding: float = 0.25) -> list[list[int]]:
+    """Inference batches, longest first, of at most `batch_size` rows and `max_tokens` padded tokens, and with at
+    most `max_padding` of each batch's tokens being padding: a few long texts get batches of their own instead
+    of padding many short ones to their length."""
+    lengths = np.asarray(lengths)
+    batches: list[list[int]] = []
+    real = 0
+    for i in np.argsort(-lengths, kind="stable").tolist():
+        current = batches[-1] if batches else None
+        if current is not None:
+            width, rows = lengths[current[0]], len(current) + 1
+            padding = 1 - (real + lengths[i]) / max(width * rows, 1)
+            if rows <= batch_size and width * rows <= max_tokens and padding <= max_padding:
+                current.append(i)
+                real += lengths[i]
+                continue
+        batches.append([i])
+        real = lengths[i]
+    return batches

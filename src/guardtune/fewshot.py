@@ -109,7 +109,7 @@ def fewshot_guard(model_name: str, labels: LabelSpace, pool: Sequence[Example] =
     from guardtune.models.generative import GenerativeLM
 
     cfg = ModelConfig(name=model_name, kind="generative", max_length=max_length, dtype=dtype)
-    fmt = ChatFormat(labels, read_policy(policy))
+    fmt = ChatFormat(labels, read_policy(policy, labels))
     model = GenerativeLM(load_backbone(cfg, causal_lm=True), labels, fmt)
     if device:
         model.to(device)

@@ -335,7 +335,7 @@ def _generative_setup(cfg: TrainConfig, labels: LabelSpace, tokenizer: Any) -> t
 
     if cfg.training.pos_weight is not None:
         raise ValueError("training.pos_weight applies to classifier guards; a generative guard learns answer words")
-    policy = read_policy(cfg.model.policy)
+    policy = read_policy(cfg.model.policy, labels)
     cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, policy=policy))
     return cfg, Prompter(ChatFormat(labels, policy), tokenizer, cfg.model.max_length)
 

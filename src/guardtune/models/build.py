@@ -45,7 +45,7 @@ def build_model(cfg: Any, labels: LabelSpace, ctx: methods.Context | None = None
         from guardtune.chat_format import ChatFormat, read_policy
 
         model: GuardClassifier | GenerativeLM = GenerativeLM(backbone, labels,
-                                                             ChatFormat(labels, read_policy(cfg.model.policy)))
+                                                             ChatFormat(labels, read_policy(cfg.model.policy, labels)))
     else:
         pooling = cfg.model.pooling or ("mean" if is_encoder(backbone.config) else "last")
         model = GuardClassifier(backbone, labels, pooling, cfg.model.head_dropout)

@@ -13,6 +13,9 @@ format of `chat_format`. This module turns that format into tokens, once, for tr
   path greedy decoding takes.
 - `decode`: batched constrained decoding with `generate` and `FormatProcessor`, a logits processor that
   allows only the next token of the format, so every output parses.
+
+Both share a prefix cache: the tokens every prompt starts with (the system prompt with the policy, usually
+most of the prompt) are run once per call, and each batch starts from a copy of their keys and values.
 """
 
 from __future__ import annotations
@@ -29,9 +32,11 @@ from torch import nn
 
 from guardtune.chat_format import ChatFormat, Slot
 from guardtune.data.example import Example
+from guardtune.encoding import token_budget_batches
 from guardtune.labels import LabelSpace
 
 IGNORE = -100
+BATCH_TOKENS_PER_ROW = 96  # inference batches hold batch_size rows or batch_size x this many padded tokens
 
 # Used only when a tokenizer has no chat template (a base model): plain role headers, saved with the run.
 FALLBACK_TEMPLATE = (
@@ -252,9 +257,40 @@ class GenerativeLM(nn.Module):
         return F.cross_entropy(logits, targets[answer])
 
 
+class PrefixCache:
+    """Keys and values of the tokens all prompts of a call share, computed once; `take(n)` gives a copy for a
+    batch of n rows. Off (length 0) when the shared part is too short to be worth it."""
+
+    MIN_TOKENS = 16
+
+    def __init__(self, model: GenerativeLM, rows: Sequence[Sequence[int]], enabled: bool = True):
+        self.length, self.cache = 0, None
+        if not enabled or not rows:
+            return
+        shortest = min(len(r) for r in rows) - 1  # every row keeps at least one token of its own
+        first = rows[0]
+        length = next((j for j in range(shortest) if any(r[j] != first[j] for r in rows)), shortest)
+        if length < self.MIN_TOKENS:
+            return
+        device = next(model.parameters()).device
+        ids = torch.tensor([list(first[:length])], device=device)
+        self.cache = model.hidden(ids, torch.ones_like(ids), use_cache=True).past_key_values
+        self.length = length
+
+    def take(self, n: int) -> Any:
+        if self.cache is None:
+            return None
+        import copy
+
+        cache = copy.deepcopy(self.cache)
+        cache.batch_repeat_interleave(n)
+        return cache
+
+
 @torch.inference_mode()
 def score(model: GenerativeLM, prompter: Prompter, examples: Sequence[Example], batch_size: int = 16,
-          prompts: Callable[[Example], list[int]] | None = None, show_progress: bool = False) -> np.ndarray:
+          prompts: Callable[[Example], list[int]] | None = None, show_progress: bool = False,
+          prefix_cache: bool = True) -> np.ndarray:
     """Label-logit probabilities [n_examples, n_outputs]. An output absent from an example's layout (response
     outputs of a prompt-only example) scores 0: there is nothing to flag."""
     from guardtune.ui import progress
@@ -263,31 +299,34 @@ def score(model: GenerativeLM, prompter: Prompter, examples: Sequence[Example], 
     probs = np.zeros((len(examples), len(model.labels.outputs)), dtype=np.float32)
     device = next(model.parameters()).device
     pad = prompter.tokenizer.pad_token_id
+    ids = {i: prompts(ex) + prompter.layouts[ex.response is not None].head() for i, ex in enumerate(examples)
+           if prompter.layouts[ex.response is not None].choices}
+    prefix = PrefixCache(model, list(ids.values()), prefix_cache)
     batches = []
     for has in (False, True):
-        rows = [i for i, ex in enumerate(examples) if (ex.response is not None) == has]
-        if not rows or not prompter.layouts[has].choices:
-            continue
-        layout = prompter.layouts[has]
-        ids = {i: prompts(examples[i]) + layout.head() for i in rows}
-        order = sorted(rows, key=lambda i: -len(ids[i]))
-        batches += [(layout, [(i, ids[i]) for i in order[k:k + batch_size]]) for k in range(0, len(order), batch_size)]
-    for layout, batch in progress(batches, "scoring", enabled=show_progress, unit="batch"):
-        index = [i for i, _ in batch]
-        probs[index] = _score_batch(model, layout, [row for _, row in batch], pad, device)
+        rows = [i for i in ids if (examples[i].response is not None) == has]
+        own = [len(ids[i]) - prefix.length for i in rows]
+        batches += [(prompter.layouts[has], [rows[j] for j in batch])
+                    for batch in token_budget_batches(own, batch_size, batch_size * BATCH_TOKENS_PER_ROW)]
+    for layout, index in progress(batches, "scoring", enabled=show_progress, unit="batch"):
+        probs[index] = _score_batch(model, layout, [ids[i][prefix.length:] for i in index], pad, device, prefix)
     return probs
 
 
-def _score_batch(model: GenerativeLM, layout: Layout, rows: list[list[int]], pad: int, device) -> np.ndarray:
+def _score_batch(model: GenerativeLM, layout: Layout, rows: list[list[int]], pad: int, device,
+                 prefix: PrefixCache) -> np.ndarray:
     from guardtune.encoding import collate
 
     n = len(rows)
     out = np.zeros((n, len(model.labels.outputs)), dtype=np.float32)
     batch = collate(rows, pad)
-    mask = batch["attention_mask"].to(device)
-    last = torch.tensor([len(r) - 1 for r in rows], device=device)  # position of each row's last token
-    result = model.hidden(batch["input_ids"].to(device), mask, position_ids=_positions(mask), use_cache=True)
-    cache, hidden = result.past_key_values, result.last_hidden_state[torch.arange(n, device=device), last]
+    own = batch["attention_mask"].to(device)
+    mask = torch.cat([torch.ones(n, prefix.length, dtype=own.dtype, device=device), own], dim=1)
+    last = torch.tensor([prefix.length + len(r) - 1 for r in rows], device=device)  # each row's last position
+    result = model.hidden(batch["input_ids"].to(device), mask, position_ids=_positions(mask)[:, prefix.length:],
+                          past_key_values=prefix.take(n), use_cache=True)
+    cache = result.past_key_values
+    hidden = result.last_hidden_state[torch.arange(n, device=device), last - prefix.length]
     for k, choice in enumerate(layout.choices):
         logits = model.logits_at(hidden)
         pair = logits[:, [choice.options[0][0], choice.options[1][0]]]
@@ -295,7 +334,7 @@ def _score_batch(model: GenerativeLM, layout: Layout, rows: list[list[int]], pad
         out[:, choice.output] = p.cpu().numpy()
         if k + 1 == len(layout.choices):
             break
-        picked = (pair[:, 1] > pair[:, 0]).tolist()  # argmax, ties to the first token like greedy decoding
+        picked = (pair[:, 1] > pair[:, 0]).tolist()  # the more likely word (an exact tie: the negative one)
         chunk = [layout.after(k, int(c)) for c in picked]
         step = collate(chunk, pad)
         step_mask = step["attention_mask"].to(device)
@@ -356,8 +395,10 @@ class FormatProcessor:
 
 @torch.inference_mode()
 def decode(model: GenerativeLM, prompter: Prompter, examples: Sequence[Example], batch_size: int = 16,
-           prompts: Callable[[Example], list[int]] | None = None, show_progress: bool = False) -> list[str]:
-    """Constrained greedy decoding, batched: the answer text of every example (always parses)."""
+           prompts: Callable[[Example], list[int]] | None = None, show_progress: bool = False,
+           prefix_cache: bool = True) -> list[str]:
+    """Constrained greedy decoding, batched: the answer text of every example (always parses). Rows are
+    [shared prefix | padding | own prompt], so every row ends in the same column and the prefix cache fits all."""
     from transformers import LogitsProcessorList
 
     from guardtune.ui import progress
@@ -367,19 +408,22 @@ def decode(model: GenerativeLM, prompter: Prompter, examples: Sequence[Example],
     device = next(model.parameters()).device
     tokenizer = prompter.tokenizer
     ids = [prompts(ex) for ex in examples]
-    order = sorted(range(len(examples)), key=lambda i: -len(ids[i]))
+    prefix = PrefixCache(model, ids, prefix_cache)
+    batches = token_budget_batches([len(r) - prefix.length for r in ids], batch_size, batch_size * BATCH_TOKENS_PER_ROW)
     texts: list[str] = [""] * len(examples)
-    for k in progress(range(0, len(order), batch_size), "decoding", enabled=show_progress, unit="batch"):
-        index = order[k:k + batch_size]
+    for index in progress(batches, "decoding", enabled=show_progress, unit="batch"):
         width = max(len(ids[i]) for i in index)
         input_ids = torch.full((len(index), width), tokenizer.pad_token_id, dtype=torch.long)
         mask = torch.zeros_like(input_ids)
-        for row, i in enumerate(index):  # left padding: generation continues from the same column
-            input_ids[row, width - len(ids[i]):] = torch.as_tensor(ids[i])
-            mask[row, width - len(ids[i]):] = 1
+        input_ids[:, :prefix.length] = torch.as_tensor(ids[index[0]][:prefix.length])
+        mask[:, :prefix.length] = 1
+        for row, i in enumerate(index):  # padding before each row's own part: all rows end in the same column
+            input_ids[row, width - len(ids[i]) + prefix.length:] = torch.as_tensor(ids[i][prefix.length:])
+            mask[row, width - len(ids[i]) + prefix.length:] = 1
         layouts = [prompter.layouts[examples[i].response is not None] for i in index]
         processor = FormatProcessor(layouts, width)
-        out = lm.generate(input_ids=input_ids.to(device), attention_mask=mask.to(device), do_sample=False,
+        cache = {"past_key_values": prefix.take(len(index))} if prefix.length else {}
+        out = lm.generate(input_ids=input_ids.to(device), attention_mask=mask.to(device), do_sample=False, **cache,
                           max_new_tokens=max(lay.max_length for lay in layouts),
                           logits_processor=LogitsProcessorList([processor]), eos_token_id=tokenizer.eos_token_id,
                           pad_token_id=tokenizer.pad_token_id)
