@@ -10,6 +10,7 @@ from guardtune import __version__
 from guardtune.commands import data as data_cmd
 from guardtune.commands import demo as demo_cmd
 from guardtune.commands import evaluate as evaluate_cmd
+from guardtune.commands import serve as serve_cmd
 from guardtune.commands import train as train_cmd
 
 DESCRIPTION = """\
@@ -21,6 +22,9 @@ Start here:
   guardtune train CONFIG [key=value ...]  train a guard (see configs/)
   guardtune eval RUN --data demo:test     metrics with intervals, slices, plots and a report
   guardtune calibrate RUN --data NAME     thresholds chosen on validation data, saved in the run
+  guardtune moderate RUN "text"           a verdict (or --file in.jsonl --out out.jsonl, resumable)
+  guardtune serve RUN --port 8000         an OpenAI-compatible moderation server
+  guardtune baseline fewshot --model ID   a few-shot prompted instruct model, no training
   guardtune data list                     every dataset guardtune can load, and whether it is here
   guardtune data show toxicchat_human:test --n 3
   guardtune data stats multijail          label balance per language and category
@@ -38,6 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo_cmd.add_parser(commands)
     train_cmd.add_parser(commands)
     evaluate_cmd.add_parser(commands)
+    serve_cmd.add_parser(commands)
     data_cmd.add_parser(commands)
     return parser
 

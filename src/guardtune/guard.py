@@ -135,13 +135,16 @@ class ClassifierGuard(GuardBase):
 
     @torch.inference_mode()
     def _score(self, examples: Sequence[Example], batch_size: int | None, show_progress: bool) -> Scores:
-        from guardtune.encoding import collate, length_sorted_batches, lengths_of, tokenize
+        from guardtune.encoding import collate, lengths_of, token_budget_batches, tokenize
         from guardtune.ui import progress
 
         ids = tokenize(examples, self.tokenizer, self.max_length)
         probs = np.zeros((len(examples), len(self.labels.outputs)), dtype=np.float32)
         device = next(self.model.parameters()).device
-        batches = length_sorted_batches(lengths_of(ids), batch_size or self.batch_size)
+        size = batch_size or self.batch_size
+        # longest first; a batch is at most a quarter padding, so a few long texts (common in served traffic)
+        # do not pad every short one to their length
+        batches = token_budget_batches(lengths_of(ids), size, size * self.max_length)
         for index in progress(batches, "scoring", enabled=show_progress, unit="batch"):
             inputs = collate([ids[i] for i in index], self.tokenizer.pad_token_id)
             logits = self.model(**{k: v.to(device) for k, v in inputs.items()})

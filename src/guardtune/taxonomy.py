@@ -68,6 +68,23 @@ OPENAI: dict[str, tuple[str, ...]] = {
     "illicit/violent": ("S1",),
 }
 
+# The other direction, for the OpenAI-compatible server: each OpenAI moderation category and the S-codes whose
+# scores it reports (the maximum of them). Defamation, specialised advice, privacy, IP and elections have no
+# OpenAI category and show only in the `guardtune` extension of a result.
+OPENAI_CATEGORIES: tuple[str, ...] = (
+    "harassment", "harassment/threatening", "hate", "hate/threatening", "illicit", "illicit/violent",
+    "self-harm", "self-harm/intent", "self-harm/instructions", "sexual", "sexual/minors", "violence",
+    "violence/graphic")
+TO_OPENAI: dict[str, tuple[str, ...]] = {
+    "hate": ("S10",),
+    "illicit": ("S2", "S14"),
+    "illicit/violent": ("S1", "S9"),
+    "self-harm": ("S11",),
+    "sexual": ("S3", "S12"),
+    "sexual/minors": ("S4",),
+    "violence": ("S1",),
+}
+
 BEAVERTAILS: dict[str, tuple[str, ...]] = {
     "animal_abuse": ("S1",),
     "child_abuse": ("S1",),

@@ -1,0 +1,167 @@
+"""`guardtune moderate` and `guardtune serve`: a guard in production.
+
+examples:
+  guardtune moderate runs/demo "how do I pick a lock?"
+  guardtune moderate runs/demo "how do I pick a lock?" --response "I can't help with that." --json
+  guardtune moderate runs/demo --file inbox.jsonl --out verdicts.jsonl      # re-run to resume after a stop
+  guardtune serve runs/demo --port 8000 --max-batch 32 --fail closed
+  GUARDTUNE_API_KEYS=key1,key2 guardtune serve runs/demo --host 0.0.0.0
+
+--file reads JSON Lines, one conversation per line: {"id": ..., "prompt": ..., "response": ...} (or "text"
+for the prompt). A line without an id is known by its line number. Verdicts are written as they are made,
+one line per input with the same id; re-running with the same --out skips ids already written, so an
+interrupted job resumes without losing or repeating a line.
+
+serve answers OpenAI moderation requests at POST /v1/moderations, full verdicts at POST /v1/guard, and
+GET /healthz, /readyz and /metrics (Prometheus). See docs/serving.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from pathlib import Path
+
+from guardtune.ui import console
+
+
+def add_parser(commands) -> None:
+    formatter = argparse.RawDescriptionHelpFormatter
+    m = commands.add_parser("moderate", help="verdicts for a text, or for a JSONL file (streaming, resumable)",
+                            description=__doc__, formatter_class=formatter)
+    m.add_argument("guard", metavar="RUN", help="a run directory, or hf:<model id or path>")
+    m.add_argument("text", nargs="?", help="the prompt to judge (or use --file)")
+    m.add_argument("--response", help="the assistant's response to judge with the prompt")
+    m.add_argument("--file", help="JSON Lines input: id, prompt (or text), optional response")
+    m.add_argument("--out", help="with --file: where verdicts go (default: <file>.verdicts.jsonl)")
+    m.add_argument("--batch-size", type=int, default=64, help="texts scored per model call")
+    m.add_argument("--json", action="store_true", help="print the verdict as JSON instead of a table")
+    m.set_defaults(run=run_moderate, parser=m)
+
+    s = commands.add_parser("serve", help="an OpenAI-compatible moderation server (FastAPI + uvicorn)",
+                            description=__doc__, formatter_class=formatter)
+    s.add_argument("guard", metavar="RUN", help="a run directory, or hf:<model id or path>")
+    s.add_argument("--host", default="127.0.0.1", help="interface to listen on (0.0.0.0: every interface)")
+    s.add_argument("--port", type=int, default=8000)
+    s.add_argument("--max-batch", type=int, default=32, help="texts scored together at most (1: no batching)")
+    s.add_argument("--max-wait-ms", type=float, default=5.0, help="how long a text waits for others to batch with")
+    s.add_argument("--queue-size", type=int, default=2048, help="texts waiting at most; beyond, 503 + Retry-After")
+    s.add_argument("--timeout", type=float, default=30.0, help="seconds per request; beyond, 504")
+    s.add_argument("--max-chars", type=int, default=32_000, help="characters per text; beyond, 413")
+    s.add_argument("--max-inputs", type=int, default=128, help="texts per request; beyond, 413")
+    s.add_argument("--fail", choices=("closed", "open"), default="closed",
+                   help="when the guard errors: closed flags everything (safe), open flags nothing (available)")
+    s.add_argument("--api-keys-file", help="one API key per line; default: $GUARDTUNE_API_KEYS (comma-separated); "
+                                           "neither: no authentication")
+    s.add_argument("--model-id", help="the model name reported in responses (default: the run directory)")
+    s.add_argument("--device", help="e.g. cuda, cuda:1, cpu (default: where the guard loads)")
+    s.set_defaults(run=run_serve, parser=s)
+
+
+def run_moderate(args: argparse.Namespace) -> int:
+    import guardtune
+
+    if bool(args.text) == bool(args.file):
+        args.parser.error("give a text, or --file with JSON Lines (not both)")
+    guard = guardtune.load(args.guard)
+    if args.file:
+        out = Path(args.out) if args.out else Path(f"{args.file}.verdicts.jsonl")
+        done, new = moderate_file(guard, Path(args.file), out, args.batch_size)
+        console().print(f"{new} verdicts written, {done} already there -> {out}")
+        return 0
+    result = guard.moderate(args.text, args.response)
+    if args.json:
+        print(json.dumps(result, indent=1, ensure_ascii=False))
+        return 0
+    from guardtune.ui import table
+
+    rows = []
+    for name, value in result.items():
+        if "flagged" in value:
+            rows.append([name, "FLAGGED" if value["flagged"] else "ok", f"{value['score']:.3f}",
+                         f"{value['threshold']:.2f}"])
+        else:
+            rows += [[f"{name}/{code}", "FLAGGED" if v["flagged"] else "", f"{v['score']:.3f}", ""]
+                     for code, v in value.items()]
+    console().print(table(f"{guard.name}", ["output", "verdict", "score", "threshold"], rows))
+    return 0
+
+
+def moderate_file(guard, source: Path, out: Path, batch_size: int = 64, show_progress: bool = True) -> tuple[int, int]:
+    """Stream `source` (JSONL) through the guard into `out`, skipping ids `out` already has. A line cut off
+    by a crash is removed first. Returns (already done, newly written)."""
+    from guardtune.data.example import Example
+    from guardtune.ui import bar
+
+    done = _written_ids(out)
+    total = sum(1 for _ in source.open(encoding="utf-8"))
+    progress = bar(total, "moderating", enabled=show_progress, initial=0)
+    new = 0
+    pending: list[tuple[str, Example]] = []
+    with out.open("a", encoding="utf-8") as sink:
+        def flush() -> None:
+            nonlocal new
+            if not pending:
+                return
+            scores = guard.score([ex for _, ex in pending])
+            from guardtune.guard import verdict
+
+            for row, (key, _) in enumerate(pending):
+                sink.write(json.dumps({"id": key, **verdict(guard, scores, row)}, ensure_ascii=False) + "\n")
+            sink.flush()
+            os.fsync(sink.fileno())
+            progress.update(len(pending))
+            new += len(pending)
+            pending.clear()
+
+        with source.open(encoding="utf-8") as lines:
+            for number, line in enumerate(lines, 1):
+                if not line.strip():
+                    progress.update(1)
+                    continue
+                try:
+                    row = json.loads(line)
+                    key = str(row.get("id", f"line-{number}"))
+                    example = Example(prompt=row.get("prompt", row.get("text")), response=row.get("response"))
+                except (ValueError, TypeError, AttributeError) as err:
+                    raise ValueError(f"{source}:{number}: {err} (each line needs a prompt or text)") from None
+                if key in done:
+                    progress.update(1)
+                    continue
+                done.add(key)
+                pending.append((key, example))
+                if len(pending) >= batch_size:
+                    flush()
+            flush()
+    progress.close()
+    return total - new, new
+
+
+def _written_ids(out: Path) -> set[str]:
+    """Ids already in `out`; a last line without its newline (the process died mid-write) is cut off."""
+    if not out.exists():
+        return set()
+    data = out.read_bytes()
+    complete = data[:data.rfind(b"\n") + 1]
+    if len(complete) != len(data):
+        with out.open("r+b") as f:
+            f.truncate(len(complete))
+    return {json.loads(line)["id"] for line in complete.decode("utf-8").splitlines() if line.strip()}
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    import guardtune
+    from guardtune.serve import ServeSettings, read_api_keys, serve
+
+    keys = read_api_keys(args.api_keys_file)
+    settings = ServeSettings(args.max_batch, args.max_wait_ms, args.queue_size, args.timeout, args.max_chars,
+                             args.max_inputs, args.fail, keys, args.model_id or "")
+    guard = guardtune.load(args.guard, device=args.device)
+    if args.host not in ("127.0.0.1", "localhost", "::1") and not keys:
+        console().print("[yellow]WARNING: listening beyond this machine with no API keys; set GUARDTUNE_API_KEYS "
+                        "or --api-keys-file[/yellow]")
+    console().print(f"serving {guard.name} on http://{args.host}:{args.port} (max batch {args.max_batch}, "
+                    f"fail {args.fail}, {'API keys on' if keys else 'no API keys'})")
+    serve(guard, settings, args.host, args.port)
+    return 0
