@@ -45,6 +45,7 @@ class ShotPicker:
     def __post_init__(self) -> None:
         if self.select not in SELECTIONS:
             raise ValueError(f"unknown selection {self.select!r}; choose from {', '.join(SELECTIONS)}")
+        self.texts = [self._text(ex) for ex in self.pool]
         task = self.fmt.labels.tasks[0] if self.fmt.labels.tasks else None
         complete = [i for i, ex in enumerate(self.pool) if all(v is not None for v in self.fmt.values(ex).values())]
         if task is None:
@@ -58,7 +59,7 @@ class ShotPicker:
             from sklearn.feature_extraction.text import TfidfVectorizer
 
             self.vectorizer = TfidfVectorizer(analyzer="char_wb", ngram_range=(2, 4), sublinear_tf=True)
-            self.matrix = self.vectorizer.fit_transform([self._text(ex) for ex in self.pool])
+            self.matrix = self.vectorizer.fit_transform(self.texts)
 
     @staticmethod
     def _text(example: Example) -> str:
@@ -77,7 +78,7 @@ class ShotPicker:
         if not self.k:
             return []
         text = self._text(example)
-        groups = [[i for i in g if self._text(self.pool[i]) != text] for g in self.by_label]  # never itself
+        groups = [[i for i in g if self.texts[i] != text] for g in self.by_label]  # never itself
         quota = self.quotas(groups)
         if self.select == "random":
             rng = np.random.default_rng([self.seed, zlib.crc32(text.encode("utf-8"))])

@@ -92,6 +92,7 @@ def moderate_file(guard, source: Path, out: Path, batch_size: int = 64, show_pro
     """Stream `source` (JSONL) through the guard into `out`, skipping ids `out` already has. A line cut off
     by a crash is removed first. Returns (already done, newly written)."""
     from guardtune.data.example import Example
+    from guardtune.guard import verdict
     from guardtune.ui import bar
 
     done = _written_ids(out)
@@ -105,8 +106,6 @@ def moderate_file(guard, source: Path, out: Path, batch_size: int = 64, show_pro
             if not pending:
                 return
             scores = guard.score([ex for _, ex in pending])
-            from guardtune.guard import verdict
-
             for row, (key, _) in enumerate(pending):
                 sink.write(json.dumps({"id": key, **verdict(guard, scores, row)}, ensure_ascii=False) + "\n")
             sink.flush()

@@ -33,26 +33,34 @@ def pool(hidden: torch.Tensor, attention_mask: torch.Tensor, how: str) -> torch.
     raise ValueError(f"unknown pooling {how!r}; choose from {', '.join(POOLINGS)}")
 
 
-class GuardClassifier(nn.Module):
-    def __init__(self, backbone: nn.Module, labels: LabelSpace, pooling: str, head_dropout: float = 0.1):
+class GuardModule(nn.Module):
+    """What every guard model (classifier or generative) has for the methods and the training loop: a
+    backbone, a label space, the frozen parts a method left (kept in eval mode) and an optional cached trunk."""
+
+    def __init__(self, backbone: nn.Module, labels: LabelSpace):
         super().__init__()
-        if pooling not in POOLINGS:
-            raise ValueError(f"unknown pooling {pooling!r}; choose from {', '.join(POOLINGS)}")
         self.backbone = backbone
         self.labels = labels
-        self.pooling = pooling
-        self.dropout = nn.Dropout(head_dropout)
-        self.head = nn.Linear(backbone.config.hidden_size, len(labels.outputs))
         self.frozen: list[nn.Module] = []  # kept in eval mode: a frozen trunk is a fixed feature extractor
         self.trunk: TrunkCache | None = None
         # FSDP wraps each transformer block on its own: tell accelerate which classes those are
         self._no_split_modules = getattr(backbone, "_no_split_modules", None)
 
-    def train(self, mode: bool = True) -> GuardClassifier:
+    def train(self, mode: bool = True) -> GuardModule:
         super().train(mode)
         for module in self.frozen:
             module.eval()
         return self
+
+
+class GuardClassifier(GuardModule):
+    def __init__(self, backbone: nn.Module, labels: LabelSpace, pooling: str, head_dropout: float = 0.1):
+        if pooling not in POOLINGS:
+            raise ValueError(f"unknown pooling {pooling!r}; choose from {', '.join(POOLINGS)}")
+        super().__init__(backbone, labels)
+        self.pooling = pooling
+        self.dropout = nn.Dropout(head_dropout)
+        self.head = nn.Linear(backbone.config.hidden_size, len(labels.outputs))
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                 index: list[int] | None = None) -> torch.Tensor:

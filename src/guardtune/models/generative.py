@@ -34,6 +34,7 @@ from guardtune.chat_format import ChatFormat, Slot
 from guardtune.data.example import Example
 from guardtune.encoding import token_budget_batches
 from guardtune.labels import LabelSpace
+from guardtune.models.classifier import GuardModule
 
 IGNORE = -100
 BATCH_TOKENS_PER_ROW = 96  # inference batches hold batch_size rows or batch_size x this many padded tokens
@@ -86,6 +87,12 @@ class Layout:
         self.slots = [p for p in fmt.layout(has_response) if isinstance(p, Slot)]
         self.choices = [item for item in self.items if isinstance(item, Choice)]
         self.eos = tokenizer.eos_token_id
+        self._after = [[list(word) + self._following(i) for word in item.options]
+                       for i, item in enumerate(self.items) if isinstance(item, Choice)]
+
+    def _following(self, position: int) -> list[int]:
+        following = self.items[position + 1] if position + 1 < len(self.items) else ()
+        return list(following) if not isinstance(following, Choice) else []
 
     def ids(self, values: Sequence[int | None]) -> tuple[list[int], list[int]]:
         """(answer ids + eos, training labels): one value per choice (None: unlabelled, its tokens masked)."""
@@ -115,10 +122,7 @@ class Layout:
     def after(self, k: int, option: int) -> list[int]:
         """Tokens fed after choosing `option` at choice k: that word (its first token was only predicted so far)
         and the forced run up to the next choice."""
-        position = self.items.index(self.choices[k])
-        following = self.items[position + 1] if position + 1 < len(self.items) else ()
-        word = list(self.choices[k].options[option])
-        return word + (list(following) if not isinstance(following, Choice) else [])
+        return self._after[k][option]
 
 
 class Prompter:
@@ -219,23 +223,12 @@ def causal_lm(backbone: nn.Module) -> nn.Module:
     return backbone.get_base_model() if hasattr(backbone, "get_base_model") else backbone
 
 
-class GenerativeLM(nn.Module):
+class GenerativeLM(GuardModule):
     """A causal LM guard in training: `forward` returns the answer-token loss."""
 
     def __init__(self, backbone: nn.Module, labels: LabelSpace, fmt: ChatFormat):
-        super().__init__()
-        self.backbone = backbone
-        self.labels = labels
+        super().__init__(backbone, labels)
         self.format = fmt
-        self.frozen: list[nn.Module] = []
-        self.trunk = None
-        self._no_split_modules = getattr(backbone, "_no_split_modules", None)
-
-    def train(self, mode: bool = True) -> GenerativeLM:
-        super().train(mode)
-        for module in self.frozen:
-            module.eval()
-        return self
 
     def hidden(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, index: list[int] | None = None,
                **kwargs: Any) -> Any:
