@@ -40,6 +40,8 @@ class TrainResult:
     best: dict[str, Any] | None
     test: dict[str, dict[str, Any]] | None
     guard: ClassifierGuard | GenerativeGuard | None = None  # the trained guard, in memory (main process only)
+    examples: int = 0  # training examples seen (all processes, a resumed run's earlier part included)
+    seconds: float = 0.0  # wall time spent in training steps, validation included (likewise)
 
 
 HOLDOUT = {"train": 0.9, "validation": 0.1}
@@ -222,7 +224,7 @@ def train(cfg: TrainConfig, resume: bool = False, overwrite: bool = False, show_
     pos_weight = pos_weight.to(accelerator.device) if pos_weight is not None else None
     groups = torch.tensor(labels.groups, device=accelerator.device)
 
-    progress = {"step": 0, "epoch": 0, "batch": 0, "best": None, "best_step": None, "examples": 0}
+    progress = {"step": 0, "epoch": 0, "batch": 0, "best": None, "best_step": None, "examples": 0, "seconds": 0.0}
     if resume_from is not None:
         progress, method_state = checkpoint.load(resume_from, raw, optimizer, scheduler)
         if method.load_state and method_state is not None:
@@ -243,6 +245,7 @@ def train(cfg: TrainConfig, resume: bool = False, overwrite: bool = False, show_
     bar = ui.bar(total, f"training {cfg.method.name}", enabled=show_progress and main, initial=progress["step"])
     window = {"loss": 0.0, "n": 0, "examples": 0, "tokens": 0, "start": time.perf_counter()}
     model.train()
+    clock = time.perf_counter()
     while progress["step"] < total:
         batches = epoch_batches(progress["epoch"])
         for b in range(progress["batch"], len(batches)):
@@ -262,6 +265,7 @@ def train(cfg: TrainConfig, resume: bool = False, overwrite: bool = False, show_
             window["loss"] += loss.item()
             window["n"] += 1
             window["examples"] += len(batch["index"]) * world
+            progress["examples"] = progress.get("examples", 0) + len(batch["index"]) * world
             window["tokens"] += int(batch["attention_mask"].sum()) * world
             progress["batch"] = b + 1
             if not sync:
@@ -271,6 +275,9 @@ def train(cfg: TrainConfig, resume: bool = False, overwrite: bool = False, show_
             optimizer.step()
             scheduler.step()
             progress["step"] += 1
+            now = time.perf_counter()
+            progress["seconds"] = progress.get("seconds", 0.0) + now - clock
+            clock = now
             if method.on_step is not None:
                 method.on_step(raw, progress["step"])
             optimizer.zero_grad(set_to_none=True)
@@ -322,7 +329,8 @@ def _finish(cfg, accelerator, model, tokenizer, data, run, progress, log) -> Tra
         log.close()
     accelerator.wait_for_everyone()
     accelerator.end_training()
-    return TrainResult(run, progress["step"], best, test, guard)
+    return TrainResult(run, progress["step"], best, test, guard, progress.get("examples", 0),
+                       progress.get("seconds", 0.0))
 
 
 def _generative_setup(cfg: TrainConfig, labels: LabelSpace, tokenizer: Any) -> tuple[TrainConfig, Any]:

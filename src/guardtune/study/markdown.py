@@ -1,0 +1,160 @@
+"""report.md for a study: the setup, the search, cost, quality per test set, and the paired comparisons."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from guardtune.report import fmt
+from guardtune.study.report import HEADLINE, MEAN, QUALITY, label
+from guardtune.study.spec import Study
+
+
+def render(study: Study, results: dict[str, Any], plots: list[Path]) -> str:
+    lines = [f"# Study: {study.name}", ""]
+    if study.description:
+        lines += [study.description.strip(), ""]
+    lines += setup(study, results)
+    cells = sorted({r["cell"] for r in results["rows"]} | {k.rsplit("/", 1)[0] if "/" in k else ""
+                                                          for k in results["costs"]})
+    for cell in cells:
+        if cell:
+            lines += [f"## Cell: {cell}", ""]
+        lines += search_table(study, results, cell) + cost_table(results, cell) + quality_tables(results, cell)
+    lines += comparison_table(results)
+    if plots:
+        lines += ["## Plots", ""] + [f"![{p.stem}](plots/{p.name})" for p in plots] + [""]
+    if results["failures"]:
+        lines += ["## Failed runs", ""] + [f"- `{f['key']}`: {f['error']}" for f in results["failures"]] + [""]
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def setup(study: Study, results: dict[str, Any]) -> list[str]:
+    train = study.train
+    t, data = train.get("training", {}), train.get("data", {})
+    done = sum(r["status"] == "ok" for r in results["runs"])
+    search = ", ".join(f"{k} in {v}" for k, v in study.search.items()) or "none"
+    lines = [
+        f"Reproduce: `guardtune study {study.source or 'STUDY.yaml'}` (resumable; `--report-only` rewrites this file).",
+        "",
+        f"- Backbone: `{train.get('model', {}).get('name')}`, max length {train.get('model', {}).get('max_length')}.",
+        f"- Training data: {_data(data.get('train'))}; validation: {_data(data.get('validation'))}.",
+        f"- Schedule (every arm): {t.get('max_steps') or str(t.get('epochs')) + ' epochs'} steps"
+        f" x batch {t.get('batch_size')}" + (f", accumulation {t['grad_accum']}" if t.get("grad_accum", 1) > 1 else "")
+        + f", scheduler {t.get('scheduler', 'linear')}, warmup {t.get('warmup_ratio', 'default')}.",
+        f"- Arms: {', '.join(study.arms)}; reference: **{study.reference}**.",
+        f"- Search (per arm, on validation `{study.select}`, seed {study.seeds[0]}): {search}.",
+        f"- Seeds: {study.seeds}. Thresholds: {'max-F1 on each run' + chr(39) + 's validation data' if study.threshold == 'validation' else study.threshold}.",
+        f"- Test sets (every run scores the same rows): "
+        + ", ".join(f"{name} ({n})" for name, n in results["tests"].items()) + ".",
+        f"- Runs finished: {done} of {results['planned_runs']}"
+        + (f"; failed: {len(results['failures'])}" if results["failures"] else "") + ".",
+        f"- Intervals: 95%, two-level bootstrap ({study.bootstrap} draws) over test rows and seeds; "
+        "differences are paired on rows; p-values two-sided, Holm-adjusted over every comparison in this report.",
+        "",
+    ]
+    return lines
+
+
+def _data(spec: Any) -> str:
+    if spec is None:
+        return "none"
+    if isinstance(spec, str):
+        return f"`{spec}`"
+    if isinstance(spec, dict) and "mixture" in spec:
+        parts = ", ".join(str(p.get("name") or p.get("path")) + (f" ({p['sample']})" if p.get("sample") else "")
+                          for p in spec["mixture"])
+        return f"{spec.get('size', 'all')} rows from {parts}" if spec.get("size") else parts
+    if isinstance(spec, dict):
+        return f"`{spec.get('name') or spec.get('path')}`" + (f" ({spec['sample']} rows)" if spec.get("sample") else "")
+    return str(spec)
+
+
+def _key(cell: str, arm: str) -> str:
+    return f"{cell}/{arm}" if cell else arm
+
+
+def search_table(study: Study, results: dict[str, Any], cell: str) -> list[str]:
+    if len(study.candidates) < 2:
+        return []
+    names = [c for c, _ in study.candidates]
+    lines = [f"## Search (validation `{study.select}`, seed {study.seeds[0]})", "",
+             "| arm | " + " | ".join(names) + " | chosen |", "|---|" + "---|" * (len(names) + 1)]
+    for arm in study.arms:
+        entry = results["search"].get(_key(cell, arm), {})
+        figures = entry.get("validation", {})
+        lines.append(f"| {arm} | " + " | ".join(fmt(figures.get(c)) if figures.get(c) is not None else "failed"
+                                                 for c in names) + f" | {entry.get('chosen') or '-'} |")
+    return lines + [""]
+
+
+def cost_table(results: dict[str, Any], cell: str) -> list[str]:
+    lines = ["## Cost (mean over seeds)", "",
+             "| arm | trainable params | % of model | train time (s) | train ex/s | peak memory (MB) | inference ms/ex | seeds |",
+             "|---|---|---|---|---|---|---|---|"]
+    for key, c in results["costs"].items():
+        if (key.rsplit("/", 1)[0] if "/" in key else "") != cell or not c:
+            continue
+        params = f"{c['trainable_params']:,}" if c["trainable_params"] is not None else "-"
+        share = f"{c['trainable_pct']:.2f}" if c["trainable_pct"] is not None else "-"
+        lines.append(f"| {key.rsplit('/', 1)[-1]} | {params} | {share} | "
+                     f"{c['train_seconds']:.0f} | {c['train_examples_per_s']:.1f} | {c['peak_memory_mb']:.0f} | "
+                     f"{c['inference_ms_per_example']:.2f} | {c['seeds_ok']} |")
+    return lines + [""]
+
+
+def quality_tables(results: dict[str, Any], cell: str) -> list[str]:
+    rows = [r for r in results["rows"] if r["cell"] == cell]
+    lines = []
+    headline = [r for r in rows if r["dataset"] == MEAN]
+    if headline:
+        first = headline[0]
+        lines += [f"## Headline: mean over {len(first.get('datasets', []))} test sets ({', '.join(first.get('datasets', []))})", ""]
+        lines += _table(headline, [m for m in HEADLINE], with_difference=True)
+    for dataset in dict.fromkeys(r["dataset"] for r in rows if r["dataset"] != MEAN):
+        mine = [r for r in rows if r["dataset"] == dataset]
+        metrics = [q for q in QUALITY if any((r["output"], r["metric"]) == q for r in mine)]
+        n = max(r["n"] for r in mine)
+        lines += [f"### {dataset} ({n} rows)", ""] + _table(mine, metrics, with_difference=False)
+    return lines
+
+
+def _table(rows: list[dict[str, Any]], metrics: list[tuple[str, str]], with_difference: bool) -> list[str]:
+    columns = [label(*m) for m in metrics]
+    if with_difference:
+        columns += [f"Δ {label(*m)} vs ref" for m in metrics]
+    lines = ["| arm | " + " | ".join(columns) + " |", "|---|" + "---|" * len(columns)]
+    for arm in dict.fromkeys(r["arm"] for r in rows):
+        cells = []
+        for m in metrics:
+            r = next((x for x in rows if x["arm"] == arm and (x["output"], x["metric"]) == m), None)
+            cells.append(fmt(r["mean"], r["ci"]) if r and r["mean"] is not None else "")
+        if with_difference:
+            for m in metrics:
+                r = next((x for x in rows if x["arm"] == arm and (x["output"], x["metric"]) == m), None)
+                cells.append(_difference(r) if r and "difference" in r else "ref")
+        lines.append(f"| {arm} | " + " | ".join(cells) + " |")
+    return lines + [""]
+
+
+def _difference(row: dict[str, Any]) -> str:
+    text = fmt(row["difference"], row.get("difference_ci"))
+    p = row.get("p_holm")
+    if p is None:
+        return text
+    return f"{text}, p={p:.3f}" + (" *" if p < 0.05 else "")
+
+
+def comparison_table(results: dict[str, Any]) -> list[str]:
+    rows = [r for r in results["rows"] if "difference" in r and r["difference"] is not None]
+    if not rows:
+        return []
+    significant = sum(1 for r in rows if r.get("p_holm") is not None and r["p_holm"] < 0.05)
+    lines = [f"## Against the reference ({results['reference']}), every test set", "",
+             f"{significant} of {len(rows)} differences are significant at 0.05 after Holm adjustment (marked *).", "",
+             "| cell | test set | metric | arm | difference [95% CI] | p | p (Holm) |", "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        mark = " *" if r.get("p_holm") is not None and r["p_holm"] < 0.05 else ""
+        lines.append(f"| {r['cell'] or '-'} | {r['dataset']} | {label(r['output'], r['metric'])} | {r['arm']} | "
+                     f"{fmt(r['difference'], r.get('difference_ci'))} | {fmt(r.get('p_value'))} | {fmt(r.get('p_holm'))}{mark} |")
+    return lines + [""]

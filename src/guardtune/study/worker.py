@@ -1,0 +1,154 @@
+"""One run of a study, in a process of its own (so that its peak memory is its own, a crash is contained, and
+runs can go to different devices):
+
+    python -m guardtune.study.worker RUN_DIR
+
+RUN_DIR/spec.json holds the train config, the study's test sets and how thresholds are chosen. The worker
+trains into RUN_DIR/guard (resuming from the last checkpoint when a killed run left one), scores every test
+set, and writes RUN_DIR/arrays.npz (labels and probabilities, for the paired statistics) and last
+RUN_DIR/result.json, atomically: a run is finished exactly when result.json exists. A failure is written
+there too, with its traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from guardtune.study.runner import ARRAYS, RESULT, SPEC, write_json
+
+def trainable_params(guard_dir: Path) -> tuple[int | None, int | None]:
+    """From the last `start` record of the run's log (the count at training time, before merging)."""
+    found: tuple[int | None, int | None] = (None, None)
+    log = guard_dir / "log.jsonl"
+    if log.exists():
+        for line in log.read_text(encoding="utf-8").splitlines():
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if record.get("event") == "start":
+                found = (record.get("trainable_params"), record.get("params"))
+    return found
+
+
+def train_guard(cfg: Any, guard_dir: Path) -> tuple[Any, dict[str, Any]]:
+    """Train (or finish training) the run's guard; the figures come back with it. A guard already trained by
+    an earlier attempt is loaded with its saved figures."""
+    import guardtune
+    from guardtune.train import peak_memory_mb, train
+
+    figures_path = guard_dir / "train_figures.json"
+    finished = (guard_dir / "labels.json").exists()
+    if finished and figures_path.exists():
+        return guardtune.load(guard_dir), json.loads(figures_path.read_text(encoding="utf-8"))
+    resumed = (guard_dir / "config.yaml").exists() and not finished  # killed mid-training: go on from there
+    result = train(cfg, resume=resumed, overwrite=not resumed, show_progress=False)
+    trainable, total = trainable_params(guard_dir)
+    figures = {"steps": result.steps, "best": result.best, "train_examples": result.examples,
+               "train_seconds": result.seconds, "train_examples_per_s": result.examples / max(result.seconds, 1e-9),
+               "peak_memory_mb": peak_memory_mb(), "trainable_params": trainable, "params": total,
+               "resumed": resumed}
+    write_json(figures_path, figures)
+    return result.guard, figures
+
+
+def thresholds_for(guard: Any, cfg: Any, run_dir: Path, setting: Any) -> dict[str, float]:
+    """Every output's threshold: a fixed number, or the max-F1 threshold on this run's validation data."""
+    if setting != "validation":
+        return {output: float(setting) for output in guard.labels.outputs}
+    from guardtune.calibrate import calibrate
+    from guardtune.data import load_any
+    from guardtune.train import read_data
+
+    if cfg.data.validation is None:
+        raise ValueError("threshold: validation needs validation data in the train config")
+    # a holdout is carved out of the training data, which must then be read again; otherwise read only it
+    validation = read_data(cfg, run_dir)["validation"] if cfg.data.validation == "holdout" else load_any(
+        cfg.data.validation, cfg.data.on_bad_row)
+    chosen = calibrate(guard.score(validation.examples, show_progress=False), validation.examples, "max_f1")
+    return {output: chosen["thresholds"].get(output, 0.5) for output in guard.labels.outputs}
+
+
+def score_tests(guard: Any, tests: dict[str, Any], thresholds: dict[str, float]) -> tuple[dict, dict, float]:
+    """Per test set: each labelled task's (y, p, threshold) and each category field's per-sample Jaccard;
+    and the inference time per example over all test sets."""
+    from guardtune.data import load_any
+    from guardtune.labels import CATEGORY_FIELDS
+    from guardtune.metrics import jaccard
+
+    arrays: dict[str, np.ndarray] = {}
+    summary: dict[str, Any] = {}
+    seconds = rows = 0
+    for name, spec in tests.items():
+        examples = load_any(spec).examples
+        start = time.perf_counter()
+        scores = guard.score(examples, show_progress=False)
+        seconds += time.perf_counter() - start
+        rows += len(examples)
+        summary[name] = {"n": len(examples), "ids": _digest([ex.id for ex in examples])}
+        for task in guard.labels.tasks:
+            labelled = [i for i, ex in enumerate(examples) if ex.label(task) is not None]
+            if labelled:
+                arrays[f"{name}|{task}|y"] = np.array([examples[i].label(task) for i in labelled], dtype=np.int8)
+                arrays[f"{name}|{task}|p"] = scores[task][labelled].astype(np.float32)
+                arrays[f"{name}|{task}|t"] = np.array([thresholds[task]])
+        for field in CATEGORY_FIELDS:
+            codes, probs = scores.categories(field)
+            labelled = [i for i, ex in enumerate(examples) if getattr(ex, field) is not None]
+            if codes and labelled:
+                cut = np.array([thresholds[f"{field}/{c}"] for c in codes])
+                arrays[f"{name}|{field}|jaccard"] = np.array([
+                    jaccard(set(getattr(examples[i], field)), {c for c, hit in zip(codes, probs[i] >= cut) if hit})
+                    for i in labelled], dtype=np.float32)
+    return arrays, summary, 1000 * seconds / max(rows, 1)
+
+
+def _digest(ids: list[str]) -> str:
+    import hashlib
+
+    return hashlib.sha256("\n".join(ids).encode()).hexdigest()[:16]
+
+
+def execute(run_dir: Path, spec: dict[str, Any]) -> dict[str, Any]:
+    import torch
+
+    from guardtune import config
+
+    if spec.get("threads"):
+        torch.set_num_threads(int(spec["threads"]))
+    guard_dir = run_dir / "guard"
+    cfg = config.from_dict({**spec["config"], "output_dir": str(guard_dir)}, f"{run_dir / SPEC}")
+    guard, figures = train_guard(cfg, guard_dir)
+    thresholds = thresholds_for(guard, cfg, guard_dir, spec.get("threshold", 0.5))
+    arrays, tests, ms = score_tests(guard, spec["test"], thresholds)
+    np.savez_compressed(run_dir / ARRAYS, **arrays)
+    return {**figures, "inference_ms_per_example": ms, "tests": tests, "thresholds": thresholds,
+            "device": str(next(guard.model.parameters()).device) if hasattr(guard, "model") else "cpu"}
+
+
+def main(argv: list[str] | None = None) -> int:
+    run_dir = Path((argv or sys.argv[1:])[0])
+    spec = json.loads((run_dir / SPEC).read_text(encoding="utf-8"))
+    result: dict[str, Any] = {"key": spec["key"], "started": time.time()}
+    try:
+        result.update(execute(run_dir, spec), status="ok")
+        code = 0
+    except Exception as err:  # recorded, and the study goes on with the next run
+        result.update(status="failed", error=f"{type(err).__name__}: {err}",
+                      traceback=traceback.format_exc()[-6000:])
+        code = 1
+    result["finished"] = time.time()
+    write_json(run_dir / RESULT, result)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
