@@ -112,6 +112,31 @@ def test_bad_study_files_fail_before_anything_runs(tmp_path, change, message):
         load_study(write_study(tmp_path, tmp_path / "model", **change))
 
 
+SHIPPED = sorted((ROOT / "configs" / "study").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=[p.stem for p in SHIPPED])
+def test_shipped_studies_load_and_every_arm_builds_its_tiny_equivalent(path, tiny):
+    from guardtune import config, methods
+    from guardtune.data.loader import DataSpec
+    from guardtune.labels import LabelSpace
+    from guardtune.models.build import build_model
+    from tests.tiny import family_of
+
+    study = load_study(path)
+    assert len(study.seeds) >= 2 and len(study.candidates) >= 2 and study.reference in study.arms
+    for spec in study.test.values():
+        DataSpec.parse(spec)
+    for arm in study.arms:
+        run = study.run("", arm, study.candidates[0][0], study.seeds[0])
+        steps = run.config["training"]["max_steps"]
+        assert steps == study.train["training"]["max_steps"]  # matched steps
+        cfg = config.from_dict({**run.config, "output_dir": ".", "model": {
+            **run.config["model"], "name": str(tiny(family_of(run.config["model"]["name"])))}})
+        model = build_model(cfg, LabelSpace(("prompt_harmful",), ("S1",)), methods.Context(total_steps=steps))
+        assert sum(p.numel() for p in model.parameters() if p.requires_grad) > 0
+
+
 # ---- a real study ---------------------------------------------------------------------------------------------
 
 def test_study_runs_selects_reports_and_resumes(tmp_path, tiny):
