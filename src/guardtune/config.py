@@ -111,7 +111,7 @@ SECTIONS = {"model": ModelConfig, "data": DataConfig, "training": TrainingConfig
 
 def from_dict(data: dict[str, Any], where: str = "config") -> TrainConfig:
     data = dict(data)
-    _check_keys(data, {f.name for f in fields(TrainConfig)}, where)
+    check_keys(data, {f.name for f in fields(TrainConfig)}, where)
     kwargs: dict[str, Any] = {}
     for name, cls in SECTIONS.items():
         section = data.get(name) or {}
@@ -133,7 +133,7 @@ def from_dict(data: dict[str, Any], where: str = "config") -> TrainConfig:
 
 def coerce(cls: type, data: dict[str, Any], where: str) -> dict[str, Any]:
     """Unknown keys fail; numbers written as YAML strings (`1e-4` is a string in YAML 1.1) become numbers."""
-    _check_keys(data, {f.name for f in fields(cls)}, where)
+    check_keys(data, {f.name for f in fields(cls)}, where)
     out = dict(data)
     for f in fields(cls):
         value = out.get(f.name)
@@ -146,7 +146,7 @@ def coerce(cls: type, data: dict[str, Any], where: str) -> dict[str, Any]:
     return out
 
 
-def _check_keys(data: dict[str, Any], known: set[str], where: str) -> None:
+def check_keys(data: dict[str, Any], known: set[str], where: str) -> None:
     unknown = sorted(set(data) - known)
     if unknown:
         raise KeyError(f"{where}: unknown key {unknown[0]!r}; known keys: {', '.join(sorted(known))}")

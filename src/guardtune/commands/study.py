@@ -11,7 +11,7 @@ with --retry-failed), and a killed study resumes where it stopped (the runs in p
 checkpoint). Results: OUTPUT_DIR/results.csv, results.json, report.md, plots/; each run in OUTPUT_DIR/runs/.
 
 examples:
-  guardtune study configs/study/peft-methods.yaml                 (about 40 minutes on 2 CPU cores)
+  guardtune study configs/study/peft-methods.yaml                 (about 45 minutes on 2 CPU cores)
   guardtune study configs/study/peft-methods.yaml --dry-run       (the runs it would make)
   guardtune study configs/study/layers-and-ranks.yaml --workers 2 --devices cuda:0,cuda:1
   guardtune study configs/study/peft-methods.yaml --report-only   (rewrite the report from finished runs)

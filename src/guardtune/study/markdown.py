@@ -15,9 +15,7 @@ def render(study: Study, results: dict[str, Any], plots: list[Path]) -> str:
     if study.description:
         lines += [study.description.strip(), ""]
     lines += setup(study, results)
-    cells = sorted({r["cell"] for r in results["rows"]} | {k.rsplit("/", 1)[0] if "/" in k else ""
-                                                          for k in results["costs"]})
-    for cell in cells:
+    for cell, _ in study.cells:
         if cell:
             lines += [f"## Cell: {cell}", ""]
         lines += search_table(study, results, cell) + cost_table(results, cell) + quality_tables(results, cell)

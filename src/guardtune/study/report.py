@@ -185,8 +185,9 @@ def collect(study: Study) -> dict[str, Any]:
     rows: list[dict[str, Any]] = []
     tests: dict[str, int] = {}
     for arms in cells.values():
-        tests.update(datasets(study, arms))
-        rows.extend(compare_cell(study, arms, datasets(study, arms)))
+        sizes = datasets(study, arms)
+        tests.update(sizes)
+        rows.extend(compare_cell(study, arms, sizes))
     for row, adjusted in zip(rows, stats.holm([r.get("p_value") for r in rows])):
         if "p_value" in row:
             row["p_holm"] = adjusted

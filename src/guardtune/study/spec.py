@@ -149,9 +149,7 @@ def load_study(path: str | Path, output_dir: str | None = None) -> Study:
     data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     if not isinstance(data, dict):
         raise ValueError(f"{path}: a study is a mapping (name, train, arms, test, ...); see `guardtune study --help`")
-    unknown = sorted(set(data) - KEYS)
-    if unknown:
-        raise KeyError(f"{path}: unknown key {unknown[0]!r}; known keys: {', '.join(sorted(KEYS))}")
+    config_mod.check_keys(data, KEYS, str(path))
     for key in ("train", "arms", "test"):
         if not data.get(key):
             raise ValueError(f"{path}: `{key}` is required")
