@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from peft.tuners.tuners_utils import BaseTunerLayer
 
 import guardtune
 from guardtune import config, methods
@@ -74,6 +75,12 @@ def test_save_load_gives_identical_scores(tmp_path, tiny, test_examples, family,
     loaded = guardtune.load(result.run_dir)
     after = loaded.score(test_examples).probs
     np.testing.assert_allclose(after, before, atol=1e-5, rtol=1e-4)
+    # a PEFT adapter comes back merged into the base weights: no adapter layers left to cost time per forward
+    assert not any(isinstance(m, BaseTunerLayer) for m in loaded.model.modules())
+    if methods.get(method).peft:
+        kept = guardtune.load(result.run_dir, merge_adapters=False)
+        assert any(isinstance(m, BaseTunerLayer) for m in kept.model.modules())
+        np.testing.assert_allclose(kept.score(test_examples).probs, after, atol=1e-5, rtol=1e-4)
     assert (result.run_dir / HEADS).is_file()
     assert loaded.labels == result.guard.labels
     # the trained backbone part (adapter or blocks) was saved and matters: heads alone on the base score differently
@@ -102,6 +109,10 @@ def test_adalora_reallocates_rank_during_training(tmp_path, tiny):
     assert len(set(last.values())) > 1  # ... and was moved between modules, not cut evenly
     saved = json.loads((result.run_dir / "adapter" / "adapter_config.json").read_text())
     assert saved["rank_pattern"], "the final rank pattern is saved with the adapter"
+    # the guard with its reallocated ranks loads back (adapter resized by the pattern, then merged) unchanged
+    examples = load({"name": "demo:test", "sample": 16, "seed": 3}).examples
+    np.testing.assert_allclose(guardtune.load(result.run_dir).score(examples).probs,
+                               result.guard.score(examples).probs, atol=1e-5, rtol=1e-4)
 
 
 def test_method_that_cannot_apply_says_why(tiny):

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import yaml
 
+from guardtune.data import load_any
 from guardtune.study import load_study, run_study
 from guardtune.study import stats
 from guardtune.study.runner import read_result, run_dir, selection
@@ -173,6 +174,10 @@ def test_study_runs_selects_reports_and_resumes(tmp_path, tiny):
         assert (out / name).stat().st_size > 0
     report = (out / "report.md").read_text()
     assert "## Failed runs" in report and "| full |" in report and "Holm" in report
+    # each test set's balance is stated, so a one-class set's F1 is read for what it is
+    harmful = sum(ex.label("prompt_harmful") == 1 for ex in load_any(study.test["all"]).examples)
+    assert f1[("full", "all")]["positives"] == harmful
+    assert f"Positives: prompt {harmful} of {f1[('full', 'all')]['n']}" in report
 
     # run again: nothing is redone
     stamps = {p: p.stat().st_mtime_ns for p in (out / "runs").glob("*/result.json")}

@@ -192,10 +192,12 @@ class GenerativeGuard(GuardBase):
                 for text, ex in zip(texts, examples)]
 
 
-def load(run_dir: str | Path, device: str | None = None, label_map: dict[str, str] | None = None) -> GuardBase:
+def load(run_dir: str | Path, device: str | None = None, label_map: dict[str, str] | None = None,
+         merge_adapters: bool = True) -> GuardBase:
     """A guard to score with: a guardtune run directory (a trained classifier or generative guard, a few-shot
     guard or a baseline), or `hf:<id or path>` for any Hugging Face sequence-classification checkpoint (its
-    labels mapped onto tasks by `label_map`)."""
+    labels mapped onto tasks by `label_map`). A trained PEFT adapter is merged into the backbone's weights
+    (same scores, no adapter cost per forward pass) unless `merge_adapters=False`."""
     if str(run_dir).startswith("hf:"):
         from guardtune.baselines import HFClassifierGuard
 
@@ -205,10 +207,11 @@ def load(run_dir: str | Path, device: str | None = None, label_map: dict[str, st
         from guardtune.baselines import load_baseline
 
         return load_baseline(run_dir, device)
-    return load_run(run_dir, device)
+    return load_run(run_dir, device, merge_adapters)
 
 
-def load_run(run_dir: Path, device: str | None = None) -> ClassifierGuard | GenerativeGuard:
+def load_run(run_dir: Path, device: str | None = None,
+             merge_adapters: bool = True) -> ClassifierGuard | GenerativeGuard:
     from guardtune import config as config_mod
     from guardtune.models.backbone import load_tokenizer
     from guardtune.models.build import load_model
@@ -217,7 +220,7 @@ def load_run(run_dir: Path, device: str | None = None) -> ClassifierGuard | Gene
         raise FileNotFoundError(f"{run_dir} is not a finished guardtune run (no config.yaml and labels.json); "
                                 "train one with `guardtune train`, or give hf:<model id> for a hub classifier")
     cfg = config_mod.load(run_dir / "config.yaml")
-    model = load_model(run_dir, cfg)
+    model = load_model(run_dir, cfg, merge=merge_adapters)
     if device:
         model.to(device)
     tokenizer = load_tokenizer(cfg.model, run_dir / "tokenizer")

@@ -92,14 +92,20 @@ def save_weights(model: GuardClassifier | GenerativeLM, run_dir: Path, method_na
     model.labels.save(run_dir)
 
 
-def load_model(run_dir: Path, cfg: Any) -> GuardClassifier | GenerativeLM:
-    """The guard saved in `run_dir`, on the base backbone named in its config."""
+def load_model(run_dir: Path, cfg: Any, merge: bool = True) -> GuardClassifier | GenerativeLM:
+    """The guard saved in `run_dir`, on the base backbone named in its config. A PEFT adapter is merged into
+    the backbone's weights (`merge=True`, the default), so that scoring costs what the base model costs: an
+    unmerged adapter adds its own matrix multiplies to every adapted layer. A quantised base (QLoRA) keeps its
+    adapter apart, since merging into 4-bit weights would round the adapter away."""
     labels = LabelSpace.read(run_dir)
     model = build_model(cfg, labels, apply_method=False)
-    if methods.get(cfg.method.name).peft:
+    method = methods.get(cfg.method.name)
+    if method.peft:
         from peft import PeftModel
 
         model.backbone = PeftModel.from_pretrained(model.backbone, str(run_dir / ADAPTER))
+        if merge and method.quantization is None:
+            model.backbone = model.backbone.merge_and_unload()
     else:
         state = load_file(str(run_dir / BACKBONE))
         unexpected = model.backbone.load_state_dict(state, strict=False).unexpected_keys

@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from guardtune.report import fmt
-from guardtune.study.report import HEADLINE, MEAN, QUALITY, label
+from guardtune.study.report import HEADLINE, MEAN, QUALITY, SHORT, label
 from guardtune.study.spec import Study
 
 
@@ -106,15 +106,30 @@ def quality_tables(results: dict[str, Any], cell: str) -> list[str]:
     lines = []
     headline = [r for r in rows if r["dataset"] == MEAN]
     if headline:
-        first = headline[0]
-        lines += [f"## Headline: mean over {len(first.get('datasets', []))} test sets ({', '.join(first.get('datasets', []))})", ""]
-        lines += _table(headline, [m for m in HEADLINE], with_difference=True)
+        lines += ["## Headline: mean over the test sets", ""]
+        for metric in HEADLINE:
+            sets = next((r["datasets"] for r in headline if (r["output"], r["metric"]) == metric), None)
+            if sets:
+                lines.append(f"- {label(*metric)}: mean over {len(sets)} ({', '.join(sets)}).")
+        lines += ["", *_table(headline, list(HEADLINE), with_difference=True)]
     for dataset in dict.fromkeys(r["dataset"] for r in rows if r["dataset"] != MEAN):
         mine = [r for r in rows if r["dataset"] == dataset]
         metrics = [q for q in QUALITY if any((r["output"], r["metric"]) == q for r in mine)]
         n = max(r["n"] for r in mine)
-        lines += [f"### {dataset} ({n} rows)", ""] + _table(mine, metrics, with_difference=False)
+        lines += [f"### {dataset} ({n} rows)", "", *_balance(mine), *_table(mine, metrics, with_difference=False)]
     return lines
+
+
+def _balance(rows: list[dict[str, Any]]) -> list[str]:
+    """How many rows are positive per labelled task, and what a single class does to the metrics."""
+    counts = {r["output"]: (r["positives"], r["n"]) for r in rows if r.get("positives") is not None}
+    if not counts:
+        return []
+    parts = [f"{SHORT.get(out, out)} {pos} of {n}" for out, (pos, n) in counts.items()]
+    notes = [f"every {SHORT.get(out, out)} label is {'positive' if pos else 'negative'}: its AUPRC is undefined"
+             + (" and its F1 is the F1 of catching them (no false positives are possible)" if pos else "")
+             for out, (pos, n) in counts.items() if pos in (0, n)]
+    return [f"Positives: {', '.join(parts)}." + (f" Here {'; '.join(notes)}." if notes else ""), ""]
 
 
 def _table(rows: list[dict[str, Any]], metrics: list[tuple[str, str]], with_difference: bool) -> list[str]:

@@ -99,8 +99,9 @@ def compare_cell(study: Study, arms: list[Arm], tests: dict[str, int]) -> list[d
         present = [d for d in tests if any(a.has(d, output, metric) for a in arms)]
         per_arm: dict[str, list[tuple[str, float, np.ndarray]]] = {}
         for dataset in present:
-            n = next(len(a.arrays[0][f"{dataset}|{output}|{'jaccard' if metric == 'jaccard' else 'y'}"])
-                     for a in arms if a.has(dataset, output, metric))
+            first = next(a.arrays[0] for a in arms if a.has(dataset, output, metric))
+            n = len(first[f"{dataset}|{output}|{'jaccard' if metric == 'jaccard' else 'y'}"])
+            positives = None if metric == "jaccard" else int(first[f"{dataset}|{output}|y"].sum())
             W = stats.row_weights(n, study.bootstrap, stats.stable_seed(arm_cell(arms), dataset, output))
             ref = (_summarise(study, reference, dataset, output, metric, W)
                    if reference and reference.has(dataset, output, metric) else None)
@@ -108,7 +109,7 @@ def compare_cell(study: Study, arms: list[Arm], tests: dict[str, int]) -> list[d
                 if not arm.has(dataset, output, metric):
                     continue
                 mine = _summarise(study, arm, dataset, output, metric, W)
-                rows.append(_row(arm, dataset, output, metric, n, mine, ref, arm is reference))
+                rows.append(_row(arm, dataset, output, metric, n, positives, mine, ref, arm is reference))
                 per_arm.setdefault(arm.name, []).append((dataset, mine[0], mine[1]))
         if (output, metric) in HEADLINE and len(present) > 1:
             rows.extend(_mean_rows(study, arms, reference, per_arm, output, metric, present))
@@ -125,10 +126,11 @@ def _summarise(study: Study, arm: Arm, dataset: str, output: str, metric: str, W
     return float(np.nanmean(points)) if not np.isnan(points).all() else None, draws, points
 
 
-def _row(arm: Arm, dataset: str, output: str, metric: str, n: int, mine, ref, is_reference: bool) -> dict[str, Any]:
+def _row(arm: Arm, dataset: str, output: str, metric: str, n: int, positives: int | None, mine, ref,
+         is_reference: bool) -> dict[str, Any]:
     point, draws, points = mine
     row = {"cell": arm.cell, "arm": arm.name, "candidate": arm.candidate, "dataset": dataset, "output": output,
-           "metric": metric, "n": n, "seeds": len(points), "mean": point, "ci": stats.interval(draws),
+           "metric": metric, "n": n, "positives": positives, "seeds": len(points), "mean": point, "ci": stats.interval(draws),
            "seed_sd": float(np.nanstd(points, ddof=1)) if np.sum(~np.isnan(points)) > 1 else None}
     if ref is not None and not is_reference and ref[0] is not None and point is not None:
         diff = draws - ref[1]
@@ -200,7 +202,7 @@ def collect(study: Study) -> dict[str, Any]:
             "planned_runs": study.total_runs}
 
 
-CSV_COLUMNS = ("cell", "arm", "candidate", "dataset", "output", "metric", "n", "seeds", "mean", "ci_low", "ci_high",
+CSV_COLUMNS = ("cell", "arm", "candidate", "dataset", "output", "metric", "n", "positives", "seeds", "mean", "ci_low", "ci_high",
                "seed_sd", "difference", "difference_ci_low", "difference_ci_high", "p_value", "p_holm",
                "trainable_params", "trainable_pct", "train_seconds", "train_examples_per_s", "peak_memory_mb",
                "inference_ms_per_example")

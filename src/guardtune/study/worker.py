@@ -41,23 +41,24 @@ def trainable_params(guard_dir: Path) -> tuple[int | None, int | None]:
 
 def train_guard(cfg: Any, guard_dir: Path) -> tuple[Any, dict[str, Any]]:
     """Train (or finish training) the run's guard; the figures come back with it. A guard already trained by
-    an earlier attempt is loaded with its saved figures."""
+    an earlier attempt keeps its saved figures. Either way the guard that is scored is the one loaded from
+    disk, as a user would deploy it (adapters merged), so inference times compare like with like."""
     import guardtune
     from guardtune.train import peak_memory_mb, train
 
     figures_path = guard_dir / "train_figures.json"
     finished = (guard_dir / "labels.json").exists()
-    if finished and figures_path.exists():
-        return guardtune.load(guard_dir), json.loads(figures_path.read_text(encoding="utf-8"))
-    resumed = (guard_dir / "config.yaml").exists() and not finished  # killed mid-training: go on from there
-    result = train(cfg, resume=resumed, overwrite=not resumed, show_progress=False)
-    trainable, total = trainable_params(guard_dir)
-    figures = {"steps": result.steps, "best": result.best, "train_examples": result.examples,
-               "train_seconds": result.seconds, "train_examples_per_s": result.examples / max(result.seconds, 1e-9),
-               "peak_memory_mb": peak_memory_mb(), "trainable_params": trainable, "params": total,
-               "resumed": resumed}
-    write_json(figures_path, figures)
-    return result.guard, figures
+    if not (finished and figures_path.exists()):
+        resumed = (guard_dir / "config.yaml").exists() and not finished  # killed mid-training: go on from there
+        result = train(cfg, resume=resumed, overwrite=not resumed, show_progress=False)
+        trainable, total = trainable_params(guard_dir)
+        write_json(figures_path, {
+            "steps": result.steps, "best": result.best, "train_examples": result.examples,
+            "train_seconds": result.seconds, "train_examples_per_s": result.examples / max(result.seconds, 1e-9),
+            "peak_memory_mb": peak_memory_mb(), "trainable_params": trainable, "params": total,
+            "resumed": resumed})
+        del result
+    return guardtune.load(guard_dir), json.loads(figures_path.read_text(encoding="utf-8"))
 
 
 def thresholds_for(guard: Any, cfg: Any, run_dir: Path, setting: Any) -> dict[str, float]:
