@@ -23,6 +23,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from guardtune.models.build import load_trainable_state, trainable_state
+from guardtune.paths import write_atomic
 
 LATEST = "latest"
 BEST = "best"
@@ -59,14 +60,6 @@ def _write_dir(final: Path, write) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
-def _write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".tmp-{path.name}-{os.getpid()}")
-    tmp.write_text(text, encoding="utf-8")
-    with open(tmp, "rb") as handle:
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
-
-
 def save(root: Path, model: torch.nn.Module, optimizer: Any, scheduler: Any, progress: dict[str, Any],
          method_state: dict | None = None, keep: int = 2) -> Path:
     name = f"step-{progress['step']:06d}"
@@ -78,7 +71,7 @@ def save(root: Path, model: torch.nn.Module, optimizer: Any, scheduler: Any, pro
         (tmp / "progress.json").write_text(json.dumps(progress, indent=1), encoding="utf-8")
 
     _write_dir(root / name, write)
-    _write_text(root / LATEST, name)
+    write_atomic(root / LATEST, name)
     steps = sorted(p for p in root.glob("step-*") if p.is_dir())
     for old in steps[:-keep] if keep > 0 else []:
         shutil.rmtree(old, ignore_errors=True)

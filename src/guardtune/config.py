@@ -152,14 +152,21 @@ def check_keys(data: dict[str, Any], known: set[str], where: str) -> None:
         raise KeyError(f"{where}: unknown key {unknown[0]!r}; known keys: {', '.join(sorted(known))}")
 
 
+def read_mapping(path: Path, kind: str, shape: str) -> dict[str, Any]:
+    """A YAML file that must hold a mapping; `kind` and `shape` word the errors ("config", "a config must be
+    a mapping of sections (...)")."""
+    if not path.is_file():
+        raise FileNotFoundError(f"{kind} file not found: {path}")
+    data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: {shape}")
+    return data
+
+
 def read_yaml(path: str | Path) -> dict[str, Any]:
     """A YAML config as a dict, with `base:` files merged in underneath (recursively)."""
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"config file not found: {path}")
-    data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    if not isinstance(data, dict):
-        raise ValueError(f"{path}: a config must be a mapping of sections (model, method, data, training)")
+    data = read_mapping(path, "config", "a config must be a mapping of sections (model, method, data, training)")
     base = data.pop("base", None)
     return merge(read_yaml(path.parent / base), data) if base else data
 

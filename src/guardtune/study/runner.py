@@ -17,6 +17,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from guardtune.paths import write_atomic
 from guardtune.study.spec import Run, Study
 
 
@@ -24,13 +25,8 @@ RESULT, SPEC, ARRAYS = "result.json", "spec.json", "arrays.npz"  # a run is fini
 
 
 def write_json(path: Path, data: Any) -> None:
-    """Write-then-rename, so a reader never sees half a file."""
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    with tmp.open("w", encoding="utf-8") as f:
-        json.dump(data, f, indent=1, default=str)
-        f.flush()
-        os.fsync(f.fileno())
-    tmp.replace(path)
+    """Written atomically (`paths.write_atomic`), so a reader never sees half a file."""
+    write_atomic(path, json.dumps(data, indent=1, default=str))
 
 
 def run_dir(study: Study, run: Run) -> Path:

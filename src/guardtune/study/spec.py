@@ -28,7 +28,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
 
 from guardtune import config as config_mod
 from guardtune.report import slug
@@ -144,11 +143,8 @@ class Study:
 
 def load_study(path: str | Path, output_dir: str | None = None) -> Study:
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"study file not found: {path}")
-    data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    if not isinstance(data, dict):
-        raise ValueError(f"{path}: a study is a mapping (name, train, arms, test, ...); see `guardtune study --help`")
+    data = config_mod.read_mapping(path, "study", "a study is a mapping (name, train, arms, test, ...); "
+                                               "see `guardtune study --help`")
     config_mod.check_keys(data, KEYS, str(path))
     for key in ("train", "arms", "test"):
         if not data.get(key):
