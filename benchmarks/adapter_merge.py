@@ -49,7 +49,7 @@ def main() -> None:
     from guardtune import config
     from guardtune.data import load
     from guardtune.data.registry import get
-    from guardtune.guard import ClassifierGuard
+    from guardtune.kinds.classifier import ClassifierGuard
     from guardtune.labels import LabelSpace
     from guardtune.models.backbone import load_tokenizer
     from guardtune.models.build import build_model, load_model, save_weights

@@ -48,7 +48,7 @@ def main() -> None:
     from guardtune.data import load
     from guardtune.data.registry import get
     from guardtune.encoding import template, tokenize
-    from guardtune.guard import ClassifierGuard
+    from guardtune.kinds.classifier import ClassifierGuard
     from guardtune.labels import LabelSpace
     from guardtune.models.backbone import load_tokenizer
     from guardtune.models.build import build_model

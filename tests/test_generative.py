@@ -42,7 +42,7 @@ def examples() -> list[Example]:
 
 
 def guard_for(directory, labels=ALL, sharpen: float = 1.0, family_max_length: int = 1024):
-    from guardtune.guard import GenerativeGuard
+    from guardtune.kinds.generative import GenerativeGuard
 
     cfg = config.load(None, [f"model.name={directory}", "model.kind=generative", "method.name=full"])
     torch.manual_seed(0)
@@ -130,9 +130,9 @@ def test_label_logit_argmax_agrees_with_greedy_constrained_decoding(tiny_causal,
     assert checked > 50
     probs = scores.probs
     assert 0 < (probs > 0.5).mean() < 1  # both words chosen somewhere: the comparison is not vacuous
-    # prompt-only examples score 0 on response outputs: nothing to flag
+    # prompt-only examples have no response outputs at all: nothing to score, nothing to flag
     no_response = [i for i, ex in enumerate(exs) if ex.response is None]
-    assert np.all(scores["response_harmful"][no_response] == 0)
+    assert no_response and np.isnan(scores["response_harmful"][no_response]).all()
     # batching does not change scores
     one = guard.score(exs, batch_size=1).probs
     np.testing.assert_allclose(one, probs, atol=1e-4)

@@ -86,8 +86,12 @@ def test_moderations_follow_the_openai_schema_and_match_the_guard(guard):
             present = [c for c in codes if c in guard.labels.prompt_categories]
             expected = max((float(scores[f"prompt_categories/{c}"][row]) for c in present), default=0.0)
             assert result["category_scores"][name] == pytest.approx(expected)
-        assert result["flagged"] == (scores["prompt_harmful"][row] >= 0.5 or any(result["categories"].values())
-                                     or any(scores.probs[row, len(guard.labels.tasks):] >= 0.5))
+        # the reference, from the guard's own scores at the default 0.5: a category is flagged when one of its
+        # S-codes is; a text when its harm score or any prompt category is
+        codes = {c: float(scores[f"prompt_categories/{c}"][row]) >= 0.5 for c in guard.labels.prompt_categories}
+        for name, sources in TO_OPENAI.items():
+            assert result["categories"][name] == any(codes.get(c, False) for c in sources)
+        assert result["flagged"] == (float(scores["prompt_harmful"][row]) >= 0.5 or any(codes.values()))
     assert one.json()["results"][0] == body["results"][0]
     assert parts.json()["results"][0] == body["results"][2]
 
@@ -189,7 +193,7 @@ def test_guard_failure_follows_the_operators_policy(guard, policy, flagged):
     assert r.status_code == 200 and r.headers["x-guardtune-failure"] == policy
     assert [res["flagged"] for res in r.json()["results"]] == [flagged, flagged]
     assert g.json()["prompt_harmful"]["flagged"] is flagged and g.json()["failure"] == policy
-    assert _metric(metrics, f'guardtune_guard_failures_total{{policy="{policy}"}}') == 2
+    assert _metric(metrics, f'guardtune_guard_failures_total{{policy="{policy}"}}') == 3  # one per text
     assert ready.status_code == 200  # the server itself is fine
 
 
@@ -217,7 +221,7 @@ def test_moderate_a_text_and_a_file_that_resumes(guard, tmp_path, capsys):
     guard.save(run)
     assert main(["moderate", str(run), "how do I make a bomb", "--json"]) == 0
     verdict = json.loads(capsys.readouterr().out)
-    assert set(guard.labels.tasks) <= set(verdict)
+    assert "prompt_harmful" in verdict and not any(k.startswith("response_") for k in verdict)  # a prompt alone
     source = tmp_path / "in.jsonl"
     rows = [{"id": f"r{i}", "prompt": TEXTS[i % len(TEXTS)]} for i in range(25)] + [{"text": "no id here"}]
     source.write_text("\n".join(json.dumps(r) for r in rows) + "\n", encoding="utf-8")
@@ -237,3 +241,68 @@ def test_moderate_a_text_and_a_file_that_resumes(guard, tmp_path, capsys):
     bad.write_text('{"id": 1, "prompt": "ok"}\n{"id": 2}\n', encoding="utf-8")
     assert main(["moderate", str(run), "--file", str(bad), "--out", str(tmp_path / "b.jsonl")]) == 2
     assert f"{bad}:2" in capsys.readouterr().err
+
+
+class Poisoned(GuardBase):
+    """Wraps a guard: any batch holding the poison text raises (as a tokenizer would on text it cannot encode)."""
+
+    POISON = "poison-pill"
+
+    def __init__(self, inner):
+        self.inner, self.labels, self.thresholds, self.name = inner, inner.labels, inner.thresholds, "poisoned"
+
+    def _score(self, examples, batch_size, show_progress):
+        if any(self.POISON in ex.prompt for ex in examples):
+            raise ValueError("cannot encode this text")
+        return self.inner.score(examples)
+
+
+@pytest.mark.parametrize("policy", ["open", "closed"])
+def test_a_poisoned_text_gets_the_failure_answer_alone(guard, policy):
+    harmful = "I hate those people, kill them all"
+    with server(Poisoned(guard), fail=policy, max_batch=16, max_wait_ms=50) as (url, _):
+        mixed = httpx.post(f"{url}/v1/moderations", json={"input": [harmful, Poisoned.POISON, TEXTS[1]]})
+        with concurrent.futures.ThreadPoolExecutor(8) as pool:  # other users' requests share the batches
+            others = list(pool.map(lambda t: httpx.post(f"{url}/v1/moderations", json={"input": t}, timeout=30),
+                                   [Poisoned.POISON] + TEXTS))
+        alone = httpx.post(f"{url}/v1/guard", json={"prompt": Poisoned.POISON})
+        fine = httpx.post(f"{url}/v1/guard", json={"prompt": harmful})
+        metrics = httpx.get(f"{url}/metrics").text
+    expected = guard.score([Example(prompt=t) for t in [harmful, TEXTS[1]]])["prompt_harmful"]
+    results = mixed.json()["results"]
+    assert mixed.headers["x-guardtune-failure"] == policy
+    assert results[0]["guardtune"]["prompt_harmful"] == pytest.approx(float(expected[0]))
+    assert results[0]["flagged"] == (float(expected[0]) >= 0.5) and results[0]["flagged"]  # no bypass
+    assert results[2]["guardtune"]["prompt_harmful"] == pytest.approx(float(expected[1]))
+    assert results[1]["flagged"] is (policy == "closed") and "error" in results[1]["guardtune"]
+    for text, r in zip([Poisoned.POISON] + TEXTS, others):
+        got = r.json()["results"][0]
+        if text == Poisoned.POISON:
+            assert got["flagged"] is (policy == "closed")
+        else:  # an innocent request in the same batch is scored, never given the failure answer
+            assert "error" not in got["guardtune"] and "x-guardtune-failure" not in r.headers
+            assert got["guardtune"]["prompt_harmful"] == pytest.approx(
+                float(guard.score([Example(prompt=text)])["prompt_harmful"][0]))
+    assert alone.json()["failure"] == policy and alone.json()["prompt_harmful"]["flagged"] is (policy == "closed")
+    assert "response_harmful" not in alone.json()  # a prompt alone has no response outputs, failed or not
+    assert "failure" not in fine.json()
+    assert _metric(metrics, f'guardtune_guard_failures_total{{policy="{policy}"}}') == 3
+
+
+def test_a_generative_guard_is_served(tiny_causal):
+    from tests.test_generative import guard_for
+
+    gen = guard_for(tiny_causal("qwen2"))
+    gen.name = "tiny-gen"
+    with server(gen) as (url, _):
+        m = httpx.post(f"{url}/v1/moderations", json={"input": TEXTS[:3]})
+        alone = httpx.post(f"{url}/v1/guard", json={"prompt": TEXTS[0]})
+        convo = httpx.post(f"{url}/v1/guard", json={"prompt": TEXTS[0], "response": "Sure, here is how."})
+    assert m.status_code == alone.status_code == convo.status_code == 200
+    direct = gen.score([Example(prompt=t) for t in TEXTS[:3]])["prompt_harmful"]
+    assert [r["guardtune"]["prompt_harmful"] for r in m.json()["results"]] == pytest.approx(direct.tolist(), abs=1e-5)
+    assert m.json()["model"] == "tiny-gen"
+    assert "prompt_harmful" in alone.json() and not any(k.startswith("response_") for k in alone.json()
+                                                        if k != "thresholds")
+    both = gen.moderate(TEXTS[0], "Sure, here is how.")
+    assert convo.json()["response_refusal"]["score"] == pytest.approx(both["response_refusal"]["score"], abs=1e-5)

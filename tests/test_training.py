@@ -124,4 +124,10 @@ def test_accelerate_launch_two_cpu_processes(tmp_path, tiny):
     assert steps == list(range(1, 7))
     examples = load({"name": "demo:test", "sample": 8, "seed": 5}).examples
     probs = guardtune.load(tmp_path / "run").score(examples).probs
-    assert probs.shape == (8, len(start["outputs"])) and np.isfinite(probs).all()
+    assert probs.shape == (8, len(start["outputs"]))
+    alone = np.array([ex.response is None for ex in examples])
+    about_response = np.array([o.startswith("response_") for o in start["outputs"]])
+    applies = ~(alone[:, None] & about_response[None, :])
+    assert np.isfinite(probs[applies]).all() and np.isnan(probs[~applies]).all()
+    validations = [r for r in log_lines(tmp_path / "run") if "val_loss" in r]  # both processes' shares gathered
+    assert [r["step"] for r in validations] == [3, 6] and all(r["val_auprc"] is not None for r in validations)

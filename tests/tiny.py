@@ -5,12 +5,22 @@ from __future__ import annotations
 
 from pathlib import Path
 
-FAMILIES = ("bert", "xlm-roberta", "llama", "qwen2", "phi3")
+FAMILIES = ("bert", "xlm-roberta", "llama", "qwen2", "phi3", "t5", "bart")
+ENCODER_DECODER = ("t5", "bart")  # 3 encoder blocks, 2 decoder blocks: the two stacks differ in depth
 
 
 def tiny_config(family: str):
     from transformers import AutoConfig
 
+    if family == "t5":
+        return AutoConfig.for_model("t5", vocab_size=30522, d_model=32, d_kv=8, d_ff=64, num_layers=3,
+                                    num_decoder_layers=2, num_heads=4, pad_token_id=0, eos_token_id=102,
+                                    decoder_start_token_id=0)
+    if family == "bart":
+        return AutoConfig.for_model("bart", vocab_size=30522, d_model=32, encoder_layers=3, decoder_layers=2,
+                                    encoder_attention_heads=4, decoder_attention_heads=4, encoder_ffn_dim=64,
+                                    decoder_ffn_dim=64, max_position_embeddings=512, pad_token_id=0,
+                                    bos_token_id=101, eos_token_id=102, decoder_start_token_id=102)
     common = dict(vocab_size=30522, hidden_size=32, num_hidden_layers=4, num_attention_heads=4,
                   intermediate_size=64, max_position_embeddings=512, pad_token_id=0)
     if family in ("llama", "qwen2", "phi3"):

@@ -8,7 +8,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -17,10 +16,8 @@ import numpy as np
 
 from guardtune.data.example import Example
 from guardtune.encoding import template
-from guardtune.guard import GuardBase, Scores, Thresholds
+from guardtune.guard import GuardBase, Scores, Thresholds, record_kind
 from guardtune.labels import LabelSpace
-
-KIND = "guard.json"
 
 
 def text_of(example: Example) -> str:
@@ -71,22 +68,14 @@ class TfidfGuard(GuardBase):
         directory.mkdir(parents=True, exist_ok=True)
         joblib.dump({"vectorizer": self.vectorizer_, "models": self.models_}, directory / "tfidf.joblib")
         self.labels.save(directory)
-        (directory / KIND).write_text(json.dumps({"kind": "tfidf", "c": self.c,
-                                                  "max_features": self.max_features}) + "\n", encoding="utf-8")
+        record_kind(directory, "tfidf", c=self.c, max_features=self.max_features)
         return directory
 
 
-def load_baseline(directory: Path, device: str | None = None) -> GuardBase:
+def load_tfidf(directory: Path, info: dict[str, Any]) -> TfidfGuard:
     import joblib
 
-    info = json.loads((directory / KIND).read_text(encoding="utf-8"))
-    if info.get("kind") == "fewshot":
-        from guardtune.fewshot import load_fewshot
-
-        return load_fewshot(directory, info, device)
-    if info.get("kind") != "tfidf":
-        raise ValueError(f"{directory / KIND}: unknown guard kind {info.get('kind')!r}")
-    guard = TfidfGuard(LabelSpace.read(directory), info["max_features"], info["c"], name=str(directory))
+    guard = TfidfGuard(LabelSpace.read(directory), info["max_features"], info["c"], name=directory.name)
     state = joblib.load(directory / "tfidf.joblib")  # our own file, written by TfidfGuard.save
     guard.vectorizer_, guard.models_ = state["vectorizer"], state["models"]
     guard.thresholds = Thresholds.read(directory)
@@ -138,19 +127,20 @@ class HFClassifierGuard(GuardBase):
         self.name, self.max_length, self.batch_size = f"hf:{model_id}", max_length, batch_size
         self.multi_label = self.model.config.problem_type == "multi_label_classification" or len(id2label) == 1
 
-    def _probs(self, texts: list[str]) -> np.ndarray:
+    def _probs(self, texts: list[str], batch_size: int | None, show_progress: bool) -> np.ndarray:
         import torch
 
-        from guardtune.encoding import collate, length_sorted_batches, lengths_of
+        from guardtune.encoding import score_batches
 
         ids = self.tokenizer(texts, truncation=True, max_length=self.max_length)["input_ids"]
-        out = np.zeros((len(texts), self.model.config.num_labels), dtype=np.float32)
-        with torch.inference_mode():
-            for index in length_sorted_batches(lengths_of(ids), self.batch_size):
-                batch = collate([ids[i] for i in index], self.tokenizer.pad_token_id or 0)
-                logits = self.model(**{k: v.to(self.model.device) for k, v in batch.items()}).logits.float()
-                out[index] = (torch.sigmoid(logits) if self.multi_label else logits.softmax(-1)).cpu().numpy()
-        return out
+
+        @torch.inference_mode()
+        def forward(batch: dict) -> np.ndarray:
+            logits = self.model(**{k: v.to(self.model.device) for k, v in batch.items()}).logits.float()
+            return (torch.sigmoid(logits) if self.multi_label else logits.softmax(-1)).cpu().numpy()
+
+        return score_batches(ids, self.tokenizer.pad_token_id or 0, forward, self.model.config.num_labels,
+                             batch_size or self.batch_size, self.max_length, show_progress)
 
     def _score(self, examples: Sequence[Example], batch_size: int | None, show_progress: bool) -> Scores:
         probs = np.zeros((len(examples), len(self.labels.outputs)), dtype=np.float32)
@@ -158,7 +148,7 @@ class HFClassifierGuard(GuardBase):
             outputs = [o for o in self.labels.outputs if o.startswith(side)]
             rows = [i for i, ex in enumerate(examples) if getattr(ex, side) is not None]
             if outputs and rows:
-                p = self._probs([getattr(examples[i], side) for i in rows])
+                p = self._probs([getattr(examples[i], side) for i in rows], batch_size, show_progress)
                 for o in outputs:
                     probs[rows, self.labels.index(o)] = p[:, self.columns[o]]
         return Scores(self.labels, probs)

@@ -16,6 +16,8 @@ from typing import Any
 
 import numpy as np
 
+from guardtune.guard import scale  # noqa: F401 - one temperature formula, used here and by Thresholds
+
 STRATEGIES = ("max_f1", "fpr", "recall")
 
 
@@ -48,10 +50,6 @@ def choose_threshold(y: np.ndarray, prob: np.ndarray, strategy: str = "max_f1", 
 def logit(prob: np.ndarray) -> np.ndarray:
     p = np.clip(np.asarray(prob, dtype=np.float64), 1e-7, 1 - 1e-7)
     return np.log(p / (1 - p))
-
-
-def scale(prob: np.ndarray, temperature: float) -> np.ndarray:
-    return 1 / (1 + np.exp(-logit(prob) / temperature))
 
 
 def fit_temperature(y: np.ndarray, prob: np.ndarray) -> float:

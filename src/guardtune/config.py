@@ -14,16 +14,19 @@ from typing import Any
 
 import yaml
 
+from guardtune.fields import check_keys, coerce
+
 DEFAULT_BACKBONE = "sentence-transformers/all-MiniLM-L6-v2"
 
 
 @dataclass(frozen=True)
 class ModelConfig:
     name: str = DEFAULT_BACKBONE  # a hub id or a local directory
-    kind: str = "classifier"  # classifier (a head on the backbone) | generative (a causal LM answering in JSON)
-    pooling: str | None = None  # classifier: last | mean | first; None: last for decoders, mean for encoders
+    kind: str = "classifier"  # one of guardtune.kinds.KINDS: classifier (a head on the backbone) | generative
+                               # (a causal LM answering in JSON)
+    pooling: str | None = None  # classifier: last | mean | first; None: mean for encoders, else last
     max_length: int | None = None  # tokens; longer conversations are truncated (prompt and response both kept).
-                                   # None: 256 for a classifier, 1024 for a generative guard (policy + answer)
+                                   # None: the kind's default (classifier 256, generative 1024: policy + answer)
     dtype: str = "auto"  # auto (bfloat16 on a bf16-capable GPU, else float32) | float32 | bfloat16 | float16
     trust_remote_code: bool = False
     revision: str | None = None
@@ -33,13 +36,12 @@ class ModelConfig:
                                                  # of one; None: the S1-S14 taxonomy
 
     def __post_init__(self) -> None:
+        from guardtune.kinds import KINDS
+
         if self.kind not in KINDS:
             raise ValueError(f"model.kind must be one of {', '.join(KINDS)}, got {self.kind!r}")
         if self.max_length is None:
-            object.__setattr__(self, "max_length", KINDS[self.kind])
-
-
-KINDS = {"classifier": 256, "generative": 1024}  # kind -> default max_length
+            object.__setattr__(self, "max_length", KINDS[self.kind].max_length)
 
 
 @dataclass(frozen=True)
@@ -129,27 +131,6 @@ def from_dict(data: dict[str, Any], where: str = "config") -> TrainConfig:
     if "output_dir" in data:
         kwargs["output_dir"] = str(data["output_dir"])
     return TrainConfig(**kwargs)
-
-
-def coerce(cls: type, data: dict[str, Any], where: str) -> dict[str, Any]:
-    """Unknown keys fail; numbers written as YAML strings (`1e-4` is a string in YAML 1.1) become numbers."""
-    check_keys(data, {f.name for f in fields(cls)}, where)
-    out = dict(data)
-    for f in fields(cls):
-        value = out.get(f.name)
-        kind = str(f.type)
-        if isinstance(value, str) and "str" not in kind and ("float" in kind or "int" in kind):
-            try:
-                out[f.name] = float(value) if "float" in kind else int(value)
-            except ValueError:
-                raise ValueError(f"{where}: {f.name} must be a number, got {value!r}") from None
-    return out
-
-
-def check_keys(data: dict[str, Any], known: set[str], where: str) -> None:
-    unknown = sorted(set(data) - known)
-    if unknown:
-        raise KeyError(f"{where}: unknown key {unknown[0]!r}; known keys: {', '.join(sorted(known))}")
 
 
 def read_mapping(path: Path, kind: str, shape: str) -> dict[str, Any]:

@@ -53,6 +53,7 @@ class Encoded:
     targets: np.ndarray
     mask: np.ndarray
     lengths: np.ndarray
+    pos_weight: torch.Tensor | None = None  # weight of positives in the loss, per output (training.pos_weight)
 
     @classmethod
     def build(cls, examples: Sequence[Example], tokenizer, labels: LabelSpace, max_length: int) -> Encoded:
@@ -64,6 +65,8 @@ class Encoded:
         out = collate([self.input_ids[i] for i in index], pad_id, pad_to_multiple_of)
         out["targets"] = torch.from_numpy(self.targets[index])
         out["mask"] = torch.from_numpy(self.mask[index])
+        if self.pos_weight is not None:
+            out["pos_weight"] = self.pos_weight
         out["index"] = list(index)
         return out
 
@@ -121,3 +124,17 @@ def token_budget_batches(lengths: Sequence[int] | np.ndarray, batch_size: int, m
         batches.append([i])
         real = lengths[i]
     return batches
+
+
+def score_batches(ids: Sequence[Sequence[int]], pad_id: int, forward, width: int, batch_size: int,
+                  max_length: int, show_progress: bool = False) -> np.ndarray:
+    """Inference over tokenised rows: padding-bounded batches, longest first (a few long texts, common in served
+    traffic, do not pad every short one to their length); `forward(batch)` gives [rows, width] numbers. The
+    result is in the order of `ids`."""
+    from guardtune.ui import progress
+
+    out = np.zeros((len(ids), width), dtype=np.float32)
+    batches = token_budget_batches(lengths_of(ids), batch_size, batch_size * max_length)
+    for index in progress(batches, "scoring", enabled=show_progress, unit="batch"):
+        out[index] = forward(collate([ids[i] for i in index], pad_id))
+    return out

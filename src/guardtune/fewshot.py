@@ -16,7 +16,6 @@ read again on load.
 
 from __future__ import annotations
 
-import json
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -105,13 +104,13 @@ def fewshot_guard(model_name: str, labels: LabelSpace, pool: Sequence[Example] =
                   batch_size: int = 8, device: str | None = None, dtype: str = "auto", name: str = ""):
     """A GenerativeGuard over an untuned causal LM, prompted with the policy and `shots` demonstrations."""
     from guardtune.config import ModelConfig
-    from guardtune.guard import GenerativeGuard
+    from guardtune.kinds.generative import GENERATIVE, GenerativeGuard
     from guardtune.models.backbone import load_backbone, load_tokenizer
     from guardtune.models.generative import GenerativeLM
 
     cfg = ModelConfig(name=model_name, kind="generative", max_length=max_length, dtype=dtype)
     fmt = ChatFormat(labels, read_policy(policy, labels))
-    model = GenerativeLM(load_backbone(cfg, causal_lm=True), labels, fmt)
+    model = GenerativeLM(load_backbone(cfg, auto=GENERATIVE.auto), labels, fmt)
     if device:
         model.to(device)
     picker = ShotPicker(fmt, list(pool), shots, select, seed) if shots else None
@@ -120,9 +119,11 @@ def fewshot_guard(model_name: str, labels: LabelSpace, pool: Sequence[Example] =
 
 
 def save_fewshot(directory: str | Path, labels: LabelSpace, info: dict[str, Any]) -> Path:
+    from guardtune.guard import record_kind
+
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    (directory / "guard.json").write_text(json.dumps({"kind": "fewshot", **info}, indent=1) + "\n", encoding="utf-8")
+    record_kind(directory, "fewshot", **info)
     labels.save(directory)
     return directory
 
@@ -134,7 +135,7 @@ def load_fewshot(directory: Path, info: dict[str, Any], device: str | None = Non
     pool = [ex for name in info.get("pool", []) for ex in load_any(name).examples] if info.get("shots") else []
     guard = fewshot_guard(info["model"], LabelSpace.read(directory), pool, info.get("shots", 0),
                           info.get("select", "similarity"), info.get("seed", 0), info.get("policy"),
-                          info.get("max_length", 2048), info.get("batch_size", 8), device, name=str(directory))
+                          info.get("max_length", 2048), info.get("batch_size", 8), device, name=directory.name)
     guard.thresholds = Thresholds.read(directory)
     return guard
 

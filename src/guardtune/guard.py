@@ -1,8 +1,15 @@
-"""The Guard: anything that turns examples into probabilities. `load(run_dir)` gives a trained guard back.
+"""What every guard is, whatever its kind: the Guard and Rewriter protocols, Scores, Thresholds and verdicts.
 
     guard = guardtune.load("runs/demo")
     scores = guard.score(examples)            # probabilities for every task and category, no thresholds
     guard.moderate("how do I pick a lock?")   # a verdict, using the run's thresholds (0.5 until calibrated)
+
+This module imports nothing of guardtune above the data record and the label space: kinds, baselines,
+evaluation, serving and studies all build on it. `guardtune.load` (loading.py) turns a run directory into one.
+
+An output that does not apply to an example has no score: a prompt without a response has NaN for every
+response output (response_harmful, response_refusal, response_categories/*), for every kind of guard. Verdicts
+leave such outputs out, servers never flag them, and metrics never count them.
 """
 
 from __future__ import annotations
@@ -11,20 +18,21 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
-import torch
 
 from guardtune.data.example import Example
 from guardtune.labels import CATEGORY_FIELDS, LabelSpace
 
 THRESHOLDS = "thresholds.json"
+GUARD_FILE = "guard.json"  # {"kind": ..., what that kind's loader needs}: every guard directory has one
+RESPONSE_PREFIX = "response_"  # outputs about the response: they do not apply to a prompt alone
 
 
 @dataclass
 class Scores:
-    """Probabilities, one row per example and one column per output of the label space."""
+    """Probabilities, one row per example and one column per output of the label space (NaN: not applicable)."""
     labels: LabelSpace
     probs: np.ndarray
 
@@ -37,6 +45,27 @@ class Scores:
     def categories(self, field_name: str) -> tuple[tuple[str, ...], np.ndarray]:
         codes = self.labels.categories(field_name)
         return codes, np.stack([self[f"{field_name}/{c}"] for c in codes], axis=1) if codes else np.zeros((len(self), 0))
+
+
+def response_columns(labels: LabelSpace) -> list[int]:
+    return [j for j, output in enumerate(labels.outputs) if output.startswith(RESPONSE_PREFIX)]
+
+
+def without_absent(examples: Sequence[Example], scores: Scores) -> Scores:
+    """`scores` with every response output of a prompt-only example set to NaN (it has no response to judge)."""
+    rows = [i for i, ex in enumerate(examples) if ex.response is None]
+    columns = response_columns(scores.labels)
+    if not rows or not columns:
+        return scores
+    probs = scores.probs.astype(np.float32, copy=True)
+    probs[np.ix_(rows, columns)] = np.nan
+    return Scores(scores.labels, probs)
+
+
+def scale(prob: np.ndarray, temperature: float) -> np.ndarray:
+    """sigmoid(logit(p) / T): temperature scaling of probabilities (NaN stays NaN)."""
+    p = np.clip(np.asarray(prob, dtype=np.float64), 1e-7, 1 - 1e-7)
+    return 1 / (1 + np.exp(-np.log(p / (1 - p)) / temperature))
 
 
 @dataclass
@@ -58,8 +87,6 @@ class Thresholds:
     def rescale(self, scores: Scores) -> Scores:
         if not self.temperature:
             return scores
-        from guardtune.calibrate import scale
-
         probs = scores.probs.copy()
         for output, t in self.temperature.items():
             if output in scores.labels.outputs:
@@ -81,28 +108,53 @@ class Thresholds:
         return cls(values, float(data.pop("default", 0.5)), temperature, data)
 
 
+def record_kind(directory: str | Path, kind: str, **info: Any) -> None:
+    """Write the directory's guard.json: its kind (a key of guardtune.loading.LOADERS) and what loading it needs."""
+    from guardtune.paths import write_atomic
+
+    write_atomic(Path(directory) / GUARD_FILE, json.dumps({"kind": kind, **info}, indent=1) + "\n")
+
+
+@runtime_checkable
 class Guard(Protocol):
+    """Anything that turns examples into probabilities: what eval, calibrate, serve, study and moderate take."""
     labels: LabelSpace
+    thresholds: Thresholds
+    name: str
 
-    def score(self, examples: Sequence[Example]) -> Scores: ...
+    def score(self, examples: Sequence[Example], batch_size: int | None = None, show_progress: bool = False,
+              calibrated: bool = True) -> Scores: ...
+
+    def moderate(self, prompt: str, response: str | None = None) -> dict[str, Any]: ...
 
 
-def verdict(guard: Any, scores: Scores, row: int = 0) -> dict[str, Any]:
-    """One example's decisions and scores: {task: {flagged, score, threshold}, categories: {...}}."""
+@runtime_checkable
+class Rewriter(Protocol):
+    """Anything that turns examples into text (detoxification): one rewrite per example, in order."""
+    name: str
+
+    def rewrite(self, examples: Sequence[Example]) -> list[str]: ...
+
+
+def verdict(guard: Guard, scores: Scores, row: int = 0) -> dict[str, Any]:
+    """One example's decisions and scores: {task: {flagged, score, threshold}, categories: {...}}. Outputs that do
+    not apply to the example (NaN: a response output of a prompt alone) are left out."""
     out: dict[str, Any] = {}
     for task in guard.labels.tasks:
         p, t = float(scores[task][row]), guard.thresholds[task]
-        out[task] = {"flagged": p >= t, "score": p, "threshold": t}
+        if not np.isnan(p):
+            out[task] = {"flagged": p >= t, "score": p, "threshold": t}
     for field_name in CATEGORY_FIELDS:
         codes, probs = scores.categories(field_name)
-        if codes:
+        if codes and not np.isnan(probs[row]).all():
             out[field_name] = {c: {"flagged": bool(probs[row, j] >= guard.thresholds[f"{field_name}/{c}"]),
                                    "score": float(probs[row, j])} for j, c in enumerate(codes)}
     return out
 
 
 class GuardBase:
-    """What every concrete guard shares: temperatures applied to its raw probabilities, and verdicts."""
+    """What every concrete guard shares: NaN for outputs that do not apply, temperatures from calibration, and
+    verdicts. A subclass implements `_score` (raw probabilities, one row per example, in order)."""
     labels: LabelSpace
     thresholds: Thresholds
     name: str
@@ -110,7 +162,7 @@ class GuardBase:
     def score(self, examples: Sequence[Example], batch_size: int | None = None, show_progress: bool = False,
               calibrated: bool = True) -> Scores:
         """Probabilities for every output; with temperatures from calibration applied unless calibrated=False."""
-        raw = self._score(examples, batch_size, show_progress)
+        raw = without_absent(examples, self._score(examples, batch_size, show_progress))
         return self.thresholds.rescale(raw) if calibrated else raw
 
     def _score(self, examples: Sequence[Example], batch_size: int | None, show_progress: bool) -> Scores:
@@ -118,112 +170,3 @@ class GuardBase:
 
     def moderate(self, prompt: str, response: str | None = None) -> dict[str, Any]:
         return verdict(self, self.score([Example(prompt=prompt, response=response)]))
-
-
-class ClassifierGuard(GuardBase):
-    """A trained classifier guard: tokenizer + model + label space + thresholds."""
-
-    def __init__(self, model: torch.nn.Module, tokenizer: Any, max_length: int, thresholds: Thresholds | None = None,
-                 name: str = "", batch_size: int = 64):
-        self.model = model.eval()
-        self.tokenizer = tokenizer
-        self.labels: LabelSpace = model.labels
-        self.max_length = max_length
-        self.thresholds = thresholds or Thresholds()
-        self.name = name
-        self.batch_size = batch_size
-
-    @torch.inference_mode()
-    def _score(self, examples: Sequence[Example], batch_size: int | None, show_progress: bool) -> Scores:
-        from guardtune.encoding import collate, lengths_of, token_budget_batches, tokenize
-        from guardtune.ui import progress
-
-        ids = tokenize(examples, self.tokenizer, self.max_length)
-        probs = np.zeros((len(examples), len(self.labels.outputs)), dtype=np.float32)
-        device = next(self.model.parameters()).device
-        size = batch_size or self.batch_size
-        # longest first; a batch is at most a quarter padding, so a few long texts (common in served traffic)
-        # do not pad every short one to their length
-        batches = token_budget_batches(lengths_of(ids), size, size * self.max_length)
-        for index in progress(batches, "scoring", enabled=show_progress, unit="batch"):
-            inputs = collate([ids[i] for i in index], self.tokenizer.pad_token_id)
-            logits = self.model(**{k: v.to(device) for k, v in inputs.items()})
-            probs[index] = torch.sigmoid(logits.float()).cpu().numpy()
-        return Scores(self.labels, probs)
-
-
-class GenerativeGuard(GuardBase):
-    """A generative guard (a causal LM answering in guardtune's JSON format): `score` reads label-word
-    probabilities in one batched pass; `generate` decodes verdicts that always parse. `shots`, when given,
-    picks the few-shot demonstrations for each example (see guardtune.fewshot)."""
-
-    def __init__(self, model: torch.nn.Module, tokenizer: Any, max_length: int, thresholds: Thresholds | None = None,
-                 name: str = "", batch_size: int = 16, shots: Any = None):
-        from guardtune.models.generative import Prompter
-
-        self.model = model.eval()
-        self.labels: LabelSpace = model.labels
-        self.format = model.format
-        self.prompter = Prompter(model.format, tokenizer, max_length)
-        self.thresholds = thresholds or Thresholds()
-        self.name = name
-        self.batch_size = batch_size
-        self.shots = shots
-
-    def prompt_ids(self, example: Example) -> list[int]:
-        return self.prompter.prompt_ids(example, self.shots(example) if self.shots else ())
-
-    def _score(self, examples: Sequence[Example], batch_size: int | None, show_progress: bool) -> Scores:
-        from guardtune.models.generative import score
-
-        probs = score(self.model, self.prompter, examples, batch_size or self.batch_size, self.prompt_ids,
-                      show_progress)
-        return Scores(self.labels, probs)
-
-    def generate(self, examples: Sequence[Example], batch_size: int | None = None,
-                 show_progress: bool = False) -> list[dict[str, Any]]:
-        """Constrained greedy decoding: one parsed verdict per example, e.g. {"request": "harmful",
-        "request_violations": ["S1"]}, with the raw answer text under "text"."""
-        from guardtune.models.generative import decode
-
-        texts = decode(self.model, self.prompter, examples, batch_size or self.batch_size, self.prompt_ids,
-                       show_progress)
-        return [{**self.format.parse(text, ex.response is not None), "text": text}
-                for text, ex in zip(texts, examples)]
-
-
-def load(run_dir: str | Path, device: str | None = None, label_map: dict[str, str] | None = None,
-         merge_adapters: bool = True) -> GuardBase:
-    """A guard to score with: a guardtune run directory (a trained classifier or generative guard, a few-shot
-    guard or a baseline), or `hf:<id or path>` for any Hugging Face sequence-classification checkpoint (its
-    labels mapped onto tasks by `label_map`). A trained PEFT adapter is merged into the backbone's weights
-    (same scores, no adapter cost per forward pass) unless `merge_adapters=False`."""
-    if str(run_dir).startswith("hf:"):
-        from guardtune.baselines import HFClassifierGuard
-
-        return HFClassifierGuard(str(run_dir)[3:], label_map, device=device)
-    run_dir = Path(run_dir)
-    if (run_dir / "guard.json").is_file():
-        from guardtune.baselines import load_baseline
-
-        return load_baseline(run_dir, device)
-    return load_run(run_dir, device, merge_adapters)
-
-
-def load_run(run_dir: Path, device: str | None = None,
-             merge_adapters: bool = True) -> ClassifierGuard | GenerativeGuard:
-    from guardtune import config as config_mod
-    from guardtune.models.backbone import load_tokenizer
-    from guardtune.models.build import load_model
-
-    if not (run_dir / "config.yaml").is_file() or not (run_dir / "labels.json").is_file():
-        raise FileNotFoundError(f"{run_dir} is not a finished guardtune run (no config.yaml and labels.json); "
-                                "train one with `guardtune train`, or give hf:<model id> for a hub classifier")
-    cfg = config_mod.load(run_dir / "config.yaml")
-    model = load_model(run_dir, cfg, merge=merge_adapters)
-    if device:
-        model.to(device)
-    tokenizer = load_tokenizer(cfg.model, run_dir / "tokenizer")
-    kind = GenerativeGuard if cfg.model.kind == "generative" else ClassifierGuard
-    return kind(model, tokenizer, cfg.model.max_length, Thresholds.read(run_dir), name=str(run_dir),
-                batch_size=cfg.training.eval_batch_size)

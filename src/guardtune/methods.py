@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from guardtune.models.backbone import block_linear_pattern, find_layers, linear_names, torch_dtype
+from guardtune.models.backbone import block_linear_pattern, linear_names, top_stack, torch_dtype
 from guardtune.models.trunk_cache import TrunkCache
 
 Targets = list[str] | str | None  # None: every linear in the attention and MLP blocks; a list: those leaf names
@@ -129,7 +129,7 @@ def train_everything(model: nn.Module, params: NoParams, ctx: Context) -> None:
 
 
 def unfreeze_top_layers(model: nn.Module, params: FreezeParams, ctx: Context) -> None:
-    _, layers = find_layers(model.backbone)
+    _, layers = top_stack(model.backbone)  # an encoder-decoder's decoder: everything below it stays frozen
     if not 1 <= params.top_k <= len(layers):
         raise ValueError(f"method 'freeze': top_k must be 1..{len(layers)} for this backbone, got {params.top_k}")
     top = list(layers)[len(layers) - params.top_k:]
@@ -301,14 +301,9 @@ def replace_method(name: str, **changes: Any) -> Method:
 
 
 def method_params(name: str, params: dict[str, Any]) -> Any:
-    from guardtune.config import coerce
+    from guardtune.fields import coerce
 
     cls = get(name).params
-    known = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(params) - known)
-    if unknown:
-        raise KeyError(f"method {name!r} has no parameter {unknown[0]!r}; "
-                       f"its parameters: {', '.join(sorted(known)) or '(none)'}")
     return cls(**coerce(cls, params, f"method {name!r}"))
 
 

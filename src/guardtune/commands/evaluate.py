@@ -94,7 +94,7 @@ def run_eval(args: argparse.Namespace) -> int:
     other = guardtune.load(args.compare) if args.compare else None
     out = Path(args.out) if args.out else (Path(args.guard) if Path(args.guard).is_dir() else
                                            Path("eval") / report.slug(args.guard))
-    results = {"guard": guard.name, "thresholds": "calibrated" if guard.thresholds.values else "0.5",
+    results = {"guard": str(args.guard), "thresholds": "calibrated" if guard.thresholds.values else "0.5",
                "bootstrap": args.bootstrap, "seed": args.seed, "datasets": {}}
     arrays = {}
     comparison = {}
@@ -105,7 +105,7 @@ def run_eval(args: argparse.Namespace) -> int:
             _, other_arrays = evaluate.evaluate_set(other, loaded.examples, 0, args.seed)
             comparison[loaded.label] = evaluate.compare(arrays[loaded.label], other_arrays, args.bootstrap, args.seed)
     if other is not None:
-        results["comparison"], results["comparison_guard"] = comparison, other.name
+        results["comparison"], results["comparison_guard"] = comparison, str(args.compare)
     report.write(results, arrays, out, make_plots=not args.no_plots)
     print_summary(results)
     console().print(f"wrote {out / 'metrics.json'}, {out / 'report.md'}" + ("" if args.no_plots else " and plots/"))

@@ -55,15 +55,16 @@ def run(args: argparse.Namespace) -> int:
                         f"(the chosen candidates' other seeds follow)", ["run", "status"],
                         [(r.key, status(r)) for r in runs]))
         return 0
-    results = write_report(study) if args.report_only else run_study(
-        study, args.workers, devices, args.retry_failed, show_progress=not args.quiet)
+    if not args.report_only:
+        run_study(study, args.workers, devices, args.retry_failed, show_progress=not args.quiet)
+    results = write_report(study)
     summary(results, study)
     return 0 if not results["failures"] else 1
 
 
 def summary(results: dict, study) -> None:
     from guardtune.report import fmt
-    from guardtune.study.report import HEADLINE, MEAN, label
+    from guardtune.study.markdown import HEADLINE, MEAN, label
 
     out = console()
     rows = []

@@ -55,20 +55,25 @@ def load_config(cfg: Any):
                                       revision=_revision(cfg))
 
 
-def load_backbone(cfg: Any, quantization_config: Any = None, causal_lm: bool = False) -> nn.Module:
-    """The base model without any task head (`AutoModel`: BertModel, LlamaModel, Qwen2Model, Phi3Model...), or
-    with its language-model head for a generative guard (`AutoModelForCausalLM`)."""
-    from transformers import AutoModel, AutoModelForCausalLM
+AUTO_CLASSES = ("AutoModel", "AutoModelForCausalLM", "AutoModelForSeq2SeqLM")
+
+
+def load_backbone(cfg: Any, quantization_config: Any = None, auto: str = "AutoModel") -> nn.Module:
+    """The base model in the transformers class `auto` names: `AutoModel` (no task head: BertModel, LlamaModel,
+    T5Model...), `AutoModelForCausalLM` (with its language-model head) or `AutoModelForSeq2SeqLM`. Each kind of
+    model says which it needs."""
+    import transformers
     from transformers.utils import logging
 
+    if auto not in AUTO_CLASSES:
+        raise ValueError(f"unknown backbone class {auto!r}; choose from {', '.join(AUTO_CLASSES)}")
     logging.disable_progress_bar()  # guardtune shows its own progress; per-tensor loading bars are noise
     kwargs: dict[str, Any] = {"trust_remote_code": cfg.trust_remote_code, "revision": _revision(cfg),
                               "dtype": torch_dtype(cfg.dtype), "use_safetensors": True}
     if quantization_config is not None:
         kwargs.update(quantization_config=quantization_config, device_map={"": torch.cuda.current_device()})
     try:
-        auto = AutoModelForCausalLM if causal_lm else AutoModel
-        return auto.from_pretrained(resolve(cfg.name, cfg.revision), **kwargs)
+        return getattr(transformers, auto).from_pretrained(resolve(cfg.name, cfg.revision), **kwargs)
     except OSError as err:
         raise FileNotFoundError(f"cannot load backbone {cfg.name!r}: {err}. Give a local directory, or run "
                                 "where the Hugging Face hub is reachable (HF_HUB_OFFLINE unset)") from err
@@ -100,34 +105,48 @@ def is_encoder(config: Any) -> bool:
     return type(config) in MODEL_FOR_MASKED_LM_MAPPING
 
 
-def find_layers(model: nn.Module) -> tuple[str, nn.ModuleList]:
-    """The list of transformer blocks: the ModuleList with `num_hidden_layers` entries."""
-    count = model.config.num_hidden_layers
+LAYER_COUNTS = ("num_hidden_layers", "num_layers", "num_decoder_layers", "encoder_layers", "decoder_layers")
+
+
+def block_stacks(model: nn.Module) -> list[tuple[str, nn.ModuleList]]:
+    """Every stack of transformer blocks, in input-to-output order: one for an encoder or a decoder, two for an
+    encoder-decoder (T5's encoder.block and decoder.block, BART's encoder.layers and decoder.layers). A stack is
+    a ModuleList of as many blocks as the config says, not nested inside another stack."""
+    counts = {n for n in (getattr(model.config, a, None) for a in LAYER_COUNTS) if isinstance(n, int) and n > 0}
+    stacks: list[tuple[str, nn.ModuleList]] = []
     for name, module in model.named_modules():
-        if isinstance(module, nn.ModuleList) and len(module) == count:
-            return name, module
-    raise ValueError(f"cannot find the {count} transformer blocks of {type(model).__name__} "
-                     "(no ModuleList of num_hidden_layers modules)")
+        if isinstance(module, nn.ModuleList) and len(module) in counts and len(module) > 0 \
+                and not any(name.startswith(f"{prefix}.") for prefix, _ in stacks):
+            stacks.append((name, module))
+    if not stacks:
+        raise ValueError(f"cannot find the transformer blocks of {type(model).__name__} (no ModuleList of "
+                         f"{' or '.join(map(str, sorted(counts)))} modules)")
+    return stacks
+
+
+def top_stack(model: nn.Module) -> tuple[str, nn.ModuleList]:
+    """The stack nearest the output (the decoder of an encoder-decoder): where "the top k blocks" are."""
+    return block_stacks(model)[-1]
 
 
 def linear_names(model: nn.Module) -> list[str]:
-    """Leaf names of the linear layers inside the transformer blocks (attention and MLP), e.g.
-    ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj']."""
+    """Leaf names of the linear layers inside the transformer blocks of every stack (attention, cross-attention
+    and MLP), e.g. ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj']."""
     from transformers.pytorch_utils import Conv1D
 
-    _, layers = find_layers(model)
     names: list[str] = []
-    for name, module in layers[0].named_modules():
-        leaf = name.rsplit(".", 1)[-1]
-        if isinstance(module, (nn.Linear, Conv1D)) or type(module).__name__ in ("Linear4bit", "Linear8bitLt"):
-            if leaf not in names:
-                names.append(leaf)
+    for _, layers in block_stacks(model):
+        for name, module in layers[0].named_modules():
+            leaf = name.rsplit(".", 1)[-1]
+            if isinstance(module, (nn.Linear, Conv1D)) or type(module).__name__ in ("Linear4bit", "Linear8bitLt"):
+                if leaf not in names:
+                    names.append(leaf)
     return names
 
 
 def block_linear_pattern(model: nn.Module, leaves: list[str] | None = None) -> str:
-    """A PEFT `target_modules` regex for the given linear leaves (default: all) inside the blocks only, so that
-    a pooler or other `dense` layer outside the blocks is never adapted."""
-    prefix, _ = find_layers(model)
+    """A PEFT `target_modules` regex for the given linear leaves (default: all) inside the blocks of every stack
+    only, so that a pooler or other `dense` layer outside the blocks is never adapted."""
+    prefixes = "|".join(re.escape(prefix) for prefix, _ in block_stacks(model))
     leaves = leaves or linear_names(model)
-    return rf"^{re.escape(prefix)}\.\d+\.(.*\.)?({'|'.join(map(re.escape, leaves))})$"
+    return rf"^({prefixes})\.\d+\.(.*\.)?({'|'.join(map(re.escape, leaves))})$"

@@ -1,4 +1,4 @@
-"""Building a classifier guard for training, saving its weights, and loading it back from a run directory.
+"""Building a guard model of any kind for training, saving its weights, and loading it back from a run directory.
 
 What a run directory holds (everything needed to use the guard, nothing else needed but the base backbone):
   config.yaml           the resolved training config
@@ -6,8 +6,8 @@ What a run directory holds (everything needed to use the guard, nothing else nee
   tokenizer/            the tokenizer as used in training
   adapter/              PEFT methods: the adapter (PiSSA converted to plain LoRA on the original base)
   backbone.safetensors  full / freeze: the trained backbone tensors (all of them, or the top k blocks)
-  heads.safetensors     the classifier head, for every method (a generative guard has none: its LM head is
-                        part of the backbone, frozen unless the method trains everything)
+  heads.safetensors     the model's own head (`head.*`), for every method, when its kind has one (a generative
+                        guard has none: its LM head is part of the backbone, frozen unless the method trains it)
 """
 
 from __future__ import annotations
@@ -19,37 +19,26 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from guardtune import methods
+from guardtune import kinds, methods
 from guardtune.labels import LabelSpace
-from guardtune.models.backbone import is_encoder, load_backbone
-from guardtune.models.classifier import GuardClassifier
-from guardtune.models.generative import GenerativeLM
+from guardtune.models.backbone import load_backbone
 
 HEADS = "heads.safetensors"
 BACKBONE = "backbone.safetensors"
 ADAPTER = "adapter"
 
 
-def build_model(cfg: Any, labels: LabelSpace, ctx: methods.Context | None = None,
-                apply_method: bool = True) -> GuardClassifier | GenerativeLM:
-    """The guard model of `cfg.model.kind`: backbone (quantised when the method says so) + head (classifier) or
-    the backbone's own LM head (generative); then the method, unless loading a saved guard."""
+def build_model(cfg: Any, labels: LabelSpace, ctx: methods.Context | None = None, apply_method: bool = True) -> nn.Module:
+    """The guard model of `cfg.model.kind`: the backbone in the class the kind loads (quantised when the method
+    says so) with the kind's head; then the method, unless loading a saved guard."""
+    kind = kinds.get(cfg.model.kind)
     method = methods.get(cfg.method.name)
     params = cfg.method.build()
     quantization = method.quantization(params) if method.quantization else None
-    generative = cfg.model.kind == "generative"
-    backbone = load_backbone(cfg.model, quantization, causal_lm=generative)
+    backbone = load_backbone(cfg.model, quantization, auto=kind.auto)
     if cfg.model.gradient_checkpointing:
         backbone.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-    if generative:
-        from guardtune.chat_format import ChatFormat, read_policy
-
-        model: GuardClassifier | GenerativeLM = GenerativeLM(backbone, labels,
-                                                             ChatFormat(labels, read_policy(cfg.model.policy, labels)))
-    else:
-        pooling = cfg.model.pooling or ("mean" if is_encoder(backbone.config) else "last")
-        model = GuardClassifier(backbone, labels, pooling, cfg.model.head_dropout)
-        model.head.to(torch.float32)
+    model = kind.build(cfg, labels, backbone)
     if apply_method:
         methods.apply(cfg.method.name, model, params, ctx or methods.Context())
     return model
@@ -70,7 +59,7 @@ def load_trainable_state(model: nn.Module, state: dict[str, torch.Tensor]) -> No
             params[name].copy_(value)
 
 
-def save_weights(model: GuardClassifier | GenerativeLM, run_dir: Path, method_name: str,
+def save_weights(model: nn.Module, run_dir: Path, method_name: str,
                  state: dict[str, torch.Tensor] | None = None) -> None:
     """Save the adapter (or trained backbone tensors), the head and the label space. `state` is the model's full
     state dict when parameters are sharded (FSDP, ZeRO-3) and had to be gathered first."""
@@ -92,11 +81,12 @@ def save_weights(model: GuardClassifier | GenerativeLM, run_dir: Path, method_na
     model.labels.save(run_dir)
 
 
-def load_model(run_dir: Path, cfg: Any, merge: bool = True) -> GuardClassifier | GenerativeLM:
+def load_model(run_dir: Path, cfg: Any, merge: bool = True) -> nn.Module:
     """The guard saved in `run_dir`, on the base backbone named in its config. A PEFT adapter is merged into
     the backbone's weights (`merge=True`, the default), so that scoring costs what the base model costs: an
     unmerged adapter adds its own matrix multiplies to every adapted layer. A quantised base (QLoRA) keeps its
-    adapter apart, since merging into 4-bit weights would round the adapter away."""
+    adapter apart, since merging into 4-bit weights would round the adapter away, and so does a kind that must
+    switch its adapter off exactly (`Kind.merge=False`)."""
     labels = LabelSpace.read(run_dir)
     model = build_model(cfg, labels, apply_method=False)
     method = methods.get(cfg.method.name)
@@ -104,7 +94,7 @@ def load_model(run_dir: Path, cfg: Any, merge: bool = True) -> GuardClassifier |
         from peft import PeftModel
 
         model.backbone = PeftModel.from_pretrained(model.backbone, str(run_dir / ADAPTER))
-        if merge and method.quantization is None:
+        if merge and method.quantization is None and kinds.get(cfg.model.kind).merge:
             model.backbone = model.backbone.merge_and_unload()
     else:
         state = load_file(str(run_dir / BACKBONE))
@@ -112,6 +102,6 @@ def load_model(run_dir: Path, cfg: Any, merge: bool = True) -> GuardClassifier |
         if unexpected:
             raise ValueError(f"{run_dir / BACKBONE}: tensors the backbone {cfg.model.name!r} does not have: "
                              f"{unexpected[:5]}")
-    if isinstance(model, GuardClassifier):
+    if getattr(model, "head", None) is not None:  # the kind's own head: saved for every method
         model.head.load_state_dict(load_file(str(run_dir / HEADS)))
     return model.eval()

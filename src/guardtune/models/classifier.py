@@ -54,6 +54,11 @@ class GuardModule(nn.Module):
 
 
 class GuardClassifier(GuardModule):
+    """`forward(input_ids, attention_mask)` gives a logit per output; with `targets` and `mask` (a training
+    batch) it gives the masked, task-balanced loss instead. An encoder-decoder backbone (T5, BART) reads the
+    text with its encoder and the same text, shifted right, with its decoder, as Hugging Face's own sequence
+    classifiers do; the decoder's states are pooled."""
+
     def __init__(self, backbone: nn.Module, labels: LabelSpace, pooling: str, head_dropout: float = 0.1):
         if pooling not in POOLINGS:
             raise ValueError(f"unknown pooling {pooling!r}; choose from {', '.join(POOLINGS)}")
@@ -61,14 +66,29 @@ class GuardClassifier(GuardModule):
         self.pooling = pooling
         self.dropout = nn.Dropout(head_dropout)
         self.head = nn.Linear(backbone.config.hidden_size, len(labels.outputs))
+        self.register_buffer("groups", torch.tensor(labels.groups, dtype=torch.long), persistent=False)
+        config = backbone.config
+        self.decoder_start = (getattr(config, "decoder_start_token_id", None) or config.pad_token_id or 0
+                              if getattr(config, "is_encoder_decoder", False) else None)
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-                index: list[int] | None = None) -> torch.Tensor:
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, index: list[int] | None = None,
+                targets: torch.Tensor | None = None, mask: torch.Tensor | None = None,
+                pos_weight: torch.Tensor | None = None) -> torch.Tensor:
         use_cache = self.trunk is not None and index is not None
+        extra = {} if self.decoder_start is None else {
+            "decoder_input_ids": shift_right(input_ids, self.decoder_start), "decoder_attention_mask": attention_mask}
         with self.trunk.around(index, attention_mask) if use_cache else nullcontext():
-            hidden = self.backbone(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+            hidden = self.backbone(input_ids=input_ids, attention_mask=attention_mask, **extra).last_hidden_state
         pooled = pool(hidden, attention_mask, self.pooling)
-        return self.head(self.dropout(pooled.to(self.head.weight.dtype)))
+        logits = self.head(self.dropout(pooled.to(self.head.weight.dtype)))
+        if targets is None:
+            return logits
+        return masked_bce(logits, targets, mask, pos_weight, self.groups)
+
+
+def shift_right(input_ids: torch.Tensor, start: int) -> torch.Tensor:
+    """The decoder's input for a sequence: the start token, then the sequence without its last token."""
+    return torch.cat([input_ids.new_full((input_ids.size(0), 1), start), input_ids[:, :-1]], dim=1)
 
 
 def masked_bce(logits: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor,

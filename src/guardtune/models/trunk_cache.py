@@ -17,12 +17,16 @@ from contextlib import contextmanager
 import torch
 from torch import nn
 
-from guardtune.models.backbone import find_layers
+from guardtune.models.backbone import block_stacks
 
 
 class TrunkCache:
     def __init__(self, backbone: nn.Module, n_frozen: int, device: str | torch.device | None = None):
-        prefix, self.layers = find_layers(backbone)
+        stacks = block_stacks(backbone)
+        if len(stacks) > 1:
+            raise ValueError("cache_trunk needs a backbone with one stack of blocks; an encoder-decoder's top "
+                             "blocks also read the encoder's output. Use method.cache_trunk=false")
+        prefix, self.layers = stacks[0]
         owner, _, self.attr = prefix.rpartition(".")
         self.owner = backbone.get_submodule(owner) if owner else backbone
         if not 0 < n_frozen < len(self.layers):

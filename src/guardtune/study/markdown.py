@@ -6,8 +6,22 @@ from pathlib import Path
 from typing import Any
 
 from guardtune.report import fmt
-from guardtune.study.report import HEADLINE, MEAN, QUALITY, SHORT, label
 from guardtune.study.spec import Study
+
+
+# (output, metric) in the order the tables show them
+QUALITY = (("prompt_harmful", "f1"), ("prompt_harmful", "auprc"), ("response_harmful", "f1"),
+           ("response_harmful", "auprc"), ("response_refusal", "f1"), ("response_refusal", "auprc"),
+           ("prompt_categories", "jaccard"), ("response_categories", "jaccard"))
+SHORT = {"prompt_harmful": "prompt", "response_harmful": "response", "response_refusal": "refusal",
+         "prompt_categories": "prompt cat.", "response_categories": "response cat."}
+HEADLINE = (("prompt_harmful", "f1"), ("prompt_harmful", "auprc"))
+MEAN = "mean of test sets"
+
+
+def label(output: str, metric: str) -> str:
+    return f"{SHORT.get(output, output)} {'AUPRC' if metric == 'auprc' else metric.capitalize() if metric == 'jaccard' else 'F1'}"
+
 
 
 def render(study: Study, results: dict[str, Any], plots: list[Path]) -> str:
@@ -43,7 +57,7 @@ def setup(study: Study, results: dict[str, Any]) -> list[str]:
         f"- Arms: {', '.join(study.arms)}; reference: **{study.reference}**.",
         f"- Search (per arm, on validation `{study.select}`, seed {study.seeds[0]}): {search}.",
         f"- Seeds: {study.seeds}. Thresholds: {'max-F1 on each run' + chr(39) + 's validation data' if study.threshold == 'validation' else study.threshold}.",
-        f"- Test sets (every run scores the same rows): "
+        "- Test sets (every run scores the same rows): "
         + ", ".join(f"{name} ({n})" for name, n in results["tests"].items()) + ".",
         f"- Runs finished: {done} of {results['planned_runs']}"
         + (f"; failed: {len(results['failures'])}" if results["failures"] else "") + ".",

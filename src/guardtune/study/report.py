@@ -16,21 +16,8 @@ import numpy as np
 
 from guardtune.study import stats
 from guardtune.study.runner import ARRAYS, read_result, run_dir, selection, write_json
+from guardtune.study.markdown import HEADLINE, MEAN, QUALITY, label, render
 from guardtune.study.spec import Study
-
-# (output, metric) in the order the tables show them
-QUALITY = (("prompt_harmful", "f1"), ("prompt_harmful", "auprc"), ("response_harmful", "f1"),
-           ("response_harmful", "auprc"), ("response_refusal", "f1"), ("response_refusal", "auprc"),
-           ("prompt_categories", "jaccard"), ("response_categories", "jaccard"))
-SHORT = {"prompt_harmful": "prompt", "response_harmful": "response", "response_refusal": "refusal",
-         "prompt_categories": "prompt cat.", "response_categories": "response cat."}
-HEADLINE = (("prompt_harmful", "f1"), ("prompt_harmful", "auprc"))
-MEAN = "mean of test sets"
-
-
-def label(output: str, metric: str) -> str:
-    return f"{SHORT.get(output, output)} {'AUPRC' if metric == 'auprc' else metric.capitalize() if metric == 'jaccard' else 'F1'}"
-
 
 class Arm:
     """One arm in one cell at its chosen candidate: its finished seeds' results and arrays."""
@@ -226,8 +213,6 @@ def write_report(study: Study, make_plots: bool = True) -> dict[str, Any]:
     write_json(out / "results.json", results)
     write_csv(results, out / "results.csv")
     plots = _plots(results, out / "plots") if make_plots and results["rows"] else []
-    from guardtune.study.markdown import render
-
     (out / "report.md").write_text(render(study, results, plots), encoding="utf-8")
     return results
 

@@ -164,10 +164,10 @@ def pending_runs(study: Study, runs: list[Run], retry_failed: bool) -> list[Run]
 
 
 def run_study(study: Study, workers: int = 1, devices: list[str] | None = None, retry_failed: bool = False,
-              show_progress: bool = True) -> dict[str, Any]:
-    """Every run of the study (the search first, then the chosen candidates' other seeds); then the report."""
+              show_progress: bool = True) -> None:
+    """Every run of the study (the search first, then the chosen candidates' other seeds). The caller writes the
+    report (`guardtune.study.write_report`); the runner only runs."""
     from guardtune import ui
-    from guardtune.study.report import write_report
 
     out = ui.console()
     with study_lock(study.output_dir):
@@ -192,4 +192,3 @@ def run_study(study: Study, workers: int = 1, devices: list[str] | None = None, 
         pool.run(todo)
         pool.run(pending_runs(study, second_stage(study), retry_failed))
         bar.close()
-        return write_report(study)

@@ -30,6 +30,7 @@ from typing import Any
 
 
 from guardtune import config as config_mod
+from guardtune.fields import check_keys
 from guardtune.report import slug
 
 KEYS = {"name", "output_dir", "train", "arms", "reference", "search", "select", "seeds", "grid", "test",
@@ -145,7 +146,7 @@ def load_study(path: str | Path, output_dir: str | None = None) -> Study:
     path = Path(path)
     data = config_mod.read_mapping(path, "study", "a study is a mapping (name, train, arms, test, ...); "
                                                "see `guardtune study --help`")
-    config_mod.check_keys(data, KEYS, str(path))
+    check_keys(data, KEYS, str(path))
     for key in ("train", "arms", "test"):
         if not data.get(key):
             raise ValueError(f"{path}: `{key}` is required")

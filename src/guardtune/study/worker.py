@@ -13,7 +13,6 @@ there too, with its traceback.
 from __future__ import annotations
 
 import json
-import os
 import sys
 import time
 import traceback

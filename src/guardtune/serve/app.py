@@ -1,0 +1,161 @@
+"""The app: FastAPI with OpenAI-style errors for every client error, optional Bearer keys (constant time), size
+limits, Prometheus metrics, and the batcher's lifespan. Routes live in routes.py."""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from guardtune.guard import Guard
+from guardtune.serve.batcher import Batcher, score_handler
+
+
+@dataclass(frozen=True)
+class ServeSettings:
+    max_batch: int = 32  # texts scored together at most (1: no batching)
+    max_wait_ms: float = 5.0  # how long the first text of a batch waits for company
+    queue_size: int = 2048  # texts waiting at most; beyond, 503 with Retry-After
+    timeout_s: float = 30.0  # per request; beyond, 504
+    max_chars: int = 32_000  # per text; beyond, 413
+    max_inputs: int = 128  # texts per request; beyond, 413
+    fail: str = "closed"  # closed | open: the answer when the guard itself errors
+    api_keys: tuple[str, ...] = ()  # empty: no authentication
+    model_id: str = ""
+
+    def __post_init__(self) -> None:
+        if self.fail not in ("closed", "open"):
+            raise ValueError(f"fail must be 'closed' or 'open', got {self.fail!r}")
+        if self.max_batch < 1 or self.queue_size < 1:
+            raise ValueError("max_batch and queue_size must be at least 1")
+
+
+def read_api_keys(path: str | None = None) -> tuple[str, ...]:
+    """Keys from a file (one per line, # comments) or, without one, from $GUARDTUNE_API_KEYS (comma-separated)."""
+    if path:
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
+        keys = [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
+    else:
+        keys = [k.strip() for k in os.environ.get("GUARDTUNE_API_KEYS", "").split(",") if k.strip()]
+    return tuple(keys)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+        self.registry = CollectorRegistry()
+        self.requests = Counter("guardtune_requests_total", "HTTP requests", ["endpoint", "code"],
+                                registry=self.registry)
+        self.latency = Histogram("guardtune_request_seconds", "request latency", ["endpoint"], registry=self.registry,
+                                 buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30))
+        self.batch_size = Histogram("guardtune_batch_size", "texts scored per model call", registry=self.registry,
+                                    buckets=(1, 2, 4, 8, 16, 32, 64, 128))
+        self.texts = Counter("guardtune_texts_total", "texts scored", registry=self.registry)
+        self.failures = Counter("guardtune_guard_failures_total", "requests answered by the fail policy",
+                                ["policy"], registry=self.registry)
+        self.queue = Gauge("guardtune_queue_texts", "texts waiting to be scored", registry=self.registry)
+
+
+def error(status: int, message: str, kind: str, param: str | None = None, headers: dict | None = None):
+    """An OpenAI-style error response."""
+    from fastapi.responses import JSONResponse
+
+    return JSONResponse({"error": {"message": message, "type": kind, "param": param, "code": status}},
+                        status_code=status, headers=headers)
+
+
+class State:
+    """What routes share: the guard, the settings, the metrics and (while the app runs) the batcher."""
+
+    def __init__(self, guard: Guard, settings: ServeSettings):
+        self.guard, self.settings, self.metrics = guard, settings, Metrics()
+        self.model_id = settings.model_id or getattr(guard, "name", "") or "guardtune"
+        self.batcher: Batcher | None = None
+
+
+def create_app(guard: Guard, settings: ServeSettings | None = None):
+    """The FastAPI app for `guard`; the batcher starts and stops with the app's lifespan."""
+    from contextlib import asynccontextmanager
+
+    from fastapi import FastAPI
+
+    from guardtune.serve.routes import add_routes
+
+    state = State(guard, settings or ServeSettings())
+
+    @asynccontextmanager
+    async def lifespan(app):
+        s = state.settings
+        state.batcher = Batcher({"score": score_handler(guard)}, s.max_batch, s.max_wait_ms, s.queue_size,
+                                state.metrics)
+        yield
+        await asyncio.get_running_loop().run_in_executor(None, state.batcher.stop)  # drain, then stop
+
+    app = FastAPI(title="guardtune", version="1", lifespan=lifespan,
+                  description="Content-moderation guard with an OpenAI-compatible /v1/moderations endpoint.")
+    add_error_handlers(app)
+    add_limits(app, state)
+    add_routes(app, state)
+    return app
+
+
+def add_error_handlers(app: Any) -> None:
+    from fastapi import Request
+    from fastapi.exceptions import RequestValidationError
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError):
+        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'][1:]) or 'body'}: {e['msg']}" for e in exc.errors())
+        return error(422, f"invalid request body: {problems}", "invalid_request_error")
+
+
+def add_limits(app: Any, state: State) -> None:
+    """Authentication on /v1/, the body-size limit, and request metrics."""
+    from fastapi import Request
+
+    settings, metrics = state.settings, state.metrics
+
+    @app.middleware("http")
+    async def guard_requests(request: Request, call_next):
+        start = time.perf_counter()
+        path = request.url.path
+        if settings.api_keys and path.startswith("/v1/") and not authorised(request, settings.api_keys):
+            response = error(401, "missing or invalid API key: send Authorization: Bearer <key>",
+                             "authentication_error", headers={"WWW-Authenticate": "Bearer"})
+        else:
+            length = request.headers.get("content-length")
+            limit = settings.max_chars * settings.max_inputs * 6 + 65_536  # JSON escapes at most 6 bytes a char
+            if length is not None and length.isdigit() and int(length) > limit:
+                response = error(413, f"request body of {length} bytes is over the limit of {limit}",
+                                 "invalid_request_error")
+            else:
+                response = await call_next(request)
+        if path.startswith("/v1/"):
+            metrics.requests.labels(path, str(response.status_code)).inc()
+            metrics.latency.labels(path).observe(time.perf_counter() - start)
+        return response
+
+
+def authorised(request: Any, keys: Sequence[str]) -> bool:
+    header = request.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token:
+        return False
+    ok = False
+    for key in keys:  # every key is compared, in constant time each: no early exit to time
+        ok |= hmac.compare_digest(token.strip().encode("utf-8"), key.encode("utf-8"))
+    return ok
+
+
+def serve(guard: Any, settings: ServeSettings, host: str = "127.0.0.1", port: int = 8000,
+          log_level: str = "info") -> None:
+    import uvicorn
+
+    uvicorn.run(create_app(guard, settings), host=host, port=port, log_level=log_level,
+                timeout_graceful_shutdown=int(settings.timeout_s) + 5)

@@ -1,0 +1,136 @@
+"""The batcher: work from concurrent requests, in batches, on one model thread (the model is not re-entrant, and
+a batch of 32 costs little more than one on any hardware).
+
+Work is typed: a `Job` names what to run ("score" today; generation can share the same thread later) and
+carries one example. Jobs of one type are batched together and run by that type's handler. When a batch
+fails, each of its jobs is retried alone, so only the job that fails gets the failure: other texts of the
+same request, and other requests that shared the batch, are answered normally.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from typing import Any
+
+from guardtune.data.example import Example
+
+Handler = Callable[[list[Example]], list[Any]]  # examples -> one result per example, in order
+
+
+class Overloaded(Exception):
+    """The queue cannot take the request's jobs now."""
+
+
+@dataclass
+class Job:
+    type: str  # a key of the batcher's handlers
+    example: Example
+    future: Future = field(default_factory=Future)
+
+
+def score_handler(guard: Any) -> Handler:
+    """Scoring jobs: each result is (Scores of the batch, row)."""
+    def run(examples: list[Example]) -> list[Any]:
+        scores = guard.score(examples)
+        return [(scores, row) for row in range(len(examples))]
+
+    return run
+
+
+class Batcher:
+    """Jobs -> batches of one type, run on one worker thread by that type's handler."""
+
+    def __init__(self, handlers: dict[str, Handler], max_batch: int = 32, max_wait_ms: float = 5.0,
+                 queue_size: int = 2048, metrics: Any = None):
+        self.handlers, self.max_batch, self.max_wait = handlers, max_batch, max_wait_ms / 1000
+        self.queue: queue.Queue[Job | None] = queue.Queue()
+        self.capacity, self.pending = queue_size, 0
+        self.lock = threading.Lock()
+        self.metrics = metrics
+        self.accepting = True
+        self.held: Job | None = None  # a job of another type than the batch being gathered: it starts the next
+        self.thread = threading.Thread(target=self._run, name="guardtune-batcher", daemon=True)
+        self.thread.start()
+
+    def submit(self, jobs: Sequence[Job]) -> list[Future]:
+        unknown = {job.type for job in jobs} - set(self.handlers)
+        if unknown:
+            raise ValueError(f"no handler for job type(s) {sorted(unknown)}; this batcher runs {sorted(self.handlers)}")
+        with self.lock:
+            if not self.accepting or self.pending + len(jobs) > self.capacity:
+                raise Overloaded()
+            self.pending += len(jobs)
+        for job in jobs:
+            self.queue.put(job)
+        return [job.future for job in jobs]
+
+    @property
+    def alive(self) -> bool:
+        return self.thread.is_alive() and self.accepting
+
+    def _take(self) -> list[Job] | None:
+        first, self.held = (self.held, None) if self.held is not None else (self.queue.get(), None)
+        if first is None:
+            return None
+        batch = [first]
+        deadline = time.monotonic() + self.max_wait
+        while len(batch) < self.max_batch:
+            remaining = deadline - time.monotonic()
+            try:
+                job = self.queue.get(timeout=max(remaining, 0)) if remaining > 0 else self.queue.get_nowait()
+            except queue.Empty:
+                break
+            if job is None:
+                self.queue.put(None)  # stop after this batch
+                break
+            if job.type != first.type:
+                self.held = job
+                break
+            batch.append(job)
+        return batch
+
+    def _run(self) -> None:
+        while (batch := self._take()) is not None:
+            live = [job for job in batch if not job.future.cancelled()]
+            with self.lock:
+                self.pending -= len(batch)
+            if not live:
+                continue
+            if self.metrics:
+                self.metrics.batch_size.observe(len(live))
+            self._execute(live)
+
+    def _execute(self, jobs: list[Job]) -> None:
+        handler = self.handlers[jobs[0].type]
+        try:
+            results = handler([job.example for job in jobs])
+        except Exception as err:  # noqa: BLE001 - find the job that fails: each one alone
+            if len(jobs) == 1:
+                _resolve(jobs[0].future, error=err)
+                return
+            for job in jobs:
+                self._execute([job])
+            return
+        for job, result in zip(jobs, results):
+            _resolve(job.future, result=result)
+
+    def stop(self) -> None:
+        """Refuse new work, finish what is queued, stop the worker."""
+        with self.lock:
+            self.accepting = False
+        self.queue.put(None)
+        self.thread.join()
+
+
+def _resolve(future: Future, result: Any = None, error: BaseException | None = None) -> None:
+    if future.cancelled():
+        return
+    try:
+        future.set_exception(error) if error is not None else future.set_result(result)
+    except Exception:  # noqa: BLE001 - cancelled between the check and the set
+        pass

@@ -1,0 +1,180 @@
+"""The moderation routes: POST /v1/moderations (OpenAI's schema), POST /v1/guard (full verdicts), and
+/healthz, /readyz, /metrics. Each text is validated at the edge; scoring goes through the batcher."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from typing import Any
+
+from pydantic import BaseModel
+
+from guardtune.data.example import Example
+from guardtune.guard import RESPONSE_PREFIX, verdict
+from guardtune.labels import CATEGORY_FIELDS
+from guardtune.serve.app import State, error
+from guardtune.serve.batcher import Job, Overloaded
+from guardtune.taxonomy import OPENAI_CATEGORIES, TO_OPENAI
+
+FAILED = object()  # the guard failed on this text: the fail policy answers for it
+
+
+class TextPart(BaseModel):
+    type: str = "text"
+    text: str
+
+
+class ModerationRequest(BaseModel):
+    input: str | list[str | TextPart]
+    model: str | None = None  # accepted for compatibility and ignored: this server has one guard
+
+
+class GuardRequest(BaseModel):
+    prompt: str
+    response: str | None = None
+
+
+def openai_result(guard: Any, v: dict[str, Any]) -> dict[str, Any]:
+    """One OpenAI moderation result from a guardtune verdict of a single text (read as a prompt)."""
+    codes = v.get("prompt_categories", {})
+    categories: dict[str, bool] = {}
+    scores: dict[str, float] = {}
+    for name in OPENAI_CATEGORIES:
+        sources = [c for c in TO_OPENAI.get(name, ()) if c in codes]
+        categories[name] = any(codes[c]["flagged"] for c in sources)
+        scores[name] = max((codes[c]["score"] for c in sources), default=0.0)
+    harmful = v.get("prompt_harmful")
+    flagged = bool(harmful["flagged"]) if harmful else False
+    flagged = flagged or any(categories.values()) or any(c["flagged"] for c in codes.values())
+    extension = {task: v[task]["score"] for task in guard.labels.tasks if task in v}
+    if codes:
+        extension["categories"] = {c: codes[c]["score"] for c in codes}
+    return {"flagged": flagged, "categories": categories, "category_scores": scores,
+            "category_applied_input_types": {name: ["text"] for name in OPENAI_CATEGORIES},
+            "guardtune": extension}
+
+
+def failed_result(guard: Any, flagged: bool) -> dict[str, Any]:
+    scores = {name: float(flagged) for name in OPENAI_CATEGORIES}
+    return {"flagged": flagged, "categories": {name: False for name in OPENAI_CATEGORIES}, "category_scores": scores,
+            "category_applied_input_types": {name: ["text"] for name in OPENAI_CATEGORIES},
+            "guardtune": {"error": "the guard failed; this answer is the server's fail policy"}}
+
+
+def failed_verdict(guard: Any, flagged: bool, has_response: bool) -> dict[str, Any]:
+    """The fail policy's verdict: every output that applies to the example (a prompt alone: no response ones)."""
+    applies = (lambda name: has_response or not name.startswith(RESPONSE_PREFIX))  # noqa: E731
+    out: dict[str, Any] = {task: {"flagged": flagged, "score": float(flagged), "threshold": None}
+                           for task in guard.labels.tasks if applies(task)}
+    for field_name in CATEGORY_FIELDS:
+        codes = guard.labels.categories(field_name)
+        if codes and applies(field_name):
+            out[field_name] = {c: {"flagged": False, "score": float(flagged)} for c in codes}
+    return out
+
+
+async def score_all(state: State, examples: list[Example]) -> tuple[list | None, Any]:
+    """(one result per example: (Scores, row), or FAILED where the guard failed on that text; or an error)."""
+    batcher, settings, metrics = state.batcher, state.settings, state.metrics
+    try:
+        futures = batcher.submit([Job("score", ex) for ex in examples])
+    except Overloaded:
+        return None, error(503, "the server is at capacity; retry shortly", "overloaded", headers={"Retry-After": "1"})
+    metrics.queue.set(batcher.pending)
+    waiting = [asyncio.wrap_future(f) for f in futures]
+    try:
+        results = await asyncio.wait_for(asyncio.gather(*waiting, return_exceptions=True), settings.timeout_s)
+    except asyncio.TimeoutError:
+        for f in futures:
+            f.cancel()
+        return None, error(504, f"not scored within {settings.timeout_s:g} s", "timeout")
+    failed = sum(isinstance(r, BaseException) for r in results)
+    if failed:
+        metrics.failures.labels(settings.fail).inc(failed)
+    metrics.texts.inc(len(examples) - failed)
+    return [FAILED if isinstance(r, BaseException) else r for r in results], None
+
+
+def check_text(state: State, text: str, param: str):
+    limit = state.settings.max_chars
+    if len(text) > limit:
+        return error(413, f"{param} has {len(text)} characters; the limit is {limit}", "invalid_request_error", param)
+    if not text.strip():
+        return error(422, f"{param} is empty", "invalid_request_error", param)
+    return None
+
+
+def make_example(prompt: str, response: str | None, param: str):
+    try:
+        return Example(prompt=prompt, response=response), None
+    except ValueError as err:
+        return None, error(422, f"{param}: {err}", "invalid_request_error", param)
+
+
+def add_routes(app: Any, state: State) -> None:
+    from fastapi.responses import JSONResponse, Response
+
+    guard, settings = state.guard, state.settings
+    closed = settings.fail == "closed"
+
+    @app.post("/v1/moderations")
+    async def moderations(body: ModerationRequest):
+        texts = [body.input] if isinstance(body.input, str) else \
+            [part if isinstance(part, str) else part.text for part in body.input]
+        if not texts:
+            return error(422, "input is an empty list", "invalid_request_error", "input")
+        if len(texts) > settings.max_inputs:
+            return error(413, f"input has {len(texts)} items; the limit is {settings.max_inputs}",
+                         "invalid_request_error", "input")
+        examples = []
+        for i, text in enumerate(texts):
+            param = "input" if isinstance(body.input, str) else f"input[{i}]"
+            problem = check_text(state, text, param)
+            example, problem = (None, problem) if problem else make_example(text, None, param)
+            if problem:
+                return problem
+            examples.append(example)
+        results, problem = await score_all(state, examples)
+        if problem:
+            return problem
+        answers = [failed_result(guard, closed) if r is FAILED else openai_result(guard, verdict(guard, *r))
+                   for r in results]
+        headers = {"X-Guardtune-Failure": settings.fail} if any(r is FAILED for r in results) else None
+        return JSONResponse({"id": f"modr-{uuid.uuid4().hex}", "model": state.model_id, "results": answers},
+                            headers=headers)
+
+    @app.post("/v1/guard")
+    async def guard_endpoint(body: GuardRequest):
+        for text, param in ((body.prompt, "prompt"), (body.response, "response")):
+            if text is not None and (problem := check_text(state, text, param)):
+                return problem
+        example, problem = make_example(body.prompt, body.response, "prompt")
+        if problem:
+            return problem
+        results, problem = await score_all(state, [example])
+        if problem:
+            return problem
+        thresholds = {output: guard.thresholds[output] for output in guard.labels.outputs}
+        if results[0] is FAILED:
+            return JSONResponse({"model": state.model_id, **failed_verdict(guard, closed, body.response is not None),
+                                 "thresholds": thresholds, "failure": settings.fail},
+                                headers={"X-Guardtune-Failure": settings.fail})
+        return {"model": state.model_id, **verdict(guard, *results[0]), "thresholds": thresholds,
+                "calibrated": guard.thresholds.calibrated}
+
+    @app.get("/healthz")
+    async def healthz():
+        return {"status": "ok"}
+
+    @app.get("/readyz")
+    async def readyz():
+        if state.batcher is None or not state.batcher.alive:
+            return JSONResponse({"status": "not ready"}, status_code=503)
+        return {"status": "ready", "model": state.model_id}
+
+    @app.get("/metrics")
+    async def prometheus():
+        from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+        state.metrics.queue.set(state.batcher.pending if state.batcher else 0)
+        return Response(generate_latest(state.metrics.registry), media_type=CONTENT_TYPE_LATEST)
