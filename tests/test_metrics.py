@@ -76,14 +76,22 @@ def test_jaccard_per_sample_with_the_empty_set_convention():
     assert metrics.categories([{"S9"}], np.array([[0.1, 0.1]]), ["S1", "S2"])["jaccard"] == 0.0
 
 
-def test_bootstrap_is_seeded_and_brackets_the_estimate():
+def test_bootstrap_intervals_match_sklearn_on_the_same_resamples():
+    from sklearn.metrics import average_precision_score, f1_score, roc_auc_score
+
     rng = np.random.default_rng(0)
     y = rng.integers(0, 2, 400)
-    p = np.clip(y * 0.3 + rng.random(400) * 0.7, 0, 1)
-    auprc = lambda y_, p_: metrics.binary(y_, p_)["auprc"]  # noqa: E731
-    ci = metrics.bootstrap(auprc, (y, p), n=200, seed=1)
-    assert ci == metrics.bootstrap(auprc, (y, p), n=200, seed=1)
-    assert ci[0] < auprc(y, p) < ci[1] and ci[1] - ci[0] < 0.2
+    p = np.round(np.clip(y * 0.3 + rng.random(400) * 0.7, 0, 1), 2)  # rounded: ties
+    ci = metrics.bootstrap_binary(y, p, 0.5, n=200, seed=1)
+    assert ci == metrics.bootstrap_binary(y, p, 0.5, n=200, seed=1)  # seeded
+    W = metrics.resample_weights(len(y), 200, 1)  # the same draws, as row counts
+    reference = {"auprc": [average_precision_score(y, p, sample_weight=w) for w in W],
+                 "roc_auc": [roc_auc_score(y, p, sample_weight=w) for w in W],
+                 "f1": [f1_score(y, p >= 0.5, sample_weight=w) for w in W]}
+    for key, values in reference.items():
+        assert ci[key] == pytest.approx((np.percentile(values, 2.5), np.percentile(values, 97.5)), abs=1e-9)
+    point = metrics.binary(y, p)
+    assert ci["auprc"][0] < point["auprc"] < ci["auprc"][1] and ci["auprc"][1] - ci["auprc"][0] < 0.2
 
 
 def test_paired_bootstrap_detects_a_real_difference_and_not_a_null_one():
@@ -91,8 +99,10 @@ def test_paired_bootstrap_detects_a_real_difference_and_not_a_null_one():
     y = rng.integers(0, 2, 300)
     good = np.clip(y * 0.5 + rng.random(300) * 0.5, 0, 1)
     noise = rng.random(300)
-    auc = lambda y_, p_: metrics.binary(y_, p_)["roc_auc"]  # noqa: E731
-    better = metrics.paired_bootstrap(auc, y, noise, good, n=300, seed=0)
+    better = metrics.paired_bootstrap(metrics.roc_auc_draws, y, noise, good, n=300, seed=0)
+    from sklearn.metrics import roc_auc_score
+
+    assert better["a"] == pytest.approx(roc_auc_score(y, noise)) and better["b"] == pytest.approx(roc_auc_score(y, good))
     assert better["difference"] > 0.3 and better["p_value"] < 0.01 and better["ci"][0] > 0
-    same = metrics.paired_bootstrap(auc, y, good, good.copy(), n=300, seed=0)
+    same = metrics.paired_bootstrap(metrics.roc_auc_draws, y, good, good.copy(), n=300, seed=0)
     assert same["difference"] == 0 and same["p_value"] == 1.0

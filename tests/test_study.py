@@ -16,6 +16,7 @@ import pytest
 import yaml
 
 from guardtune.data import load_any
+from guardtune import metrics
 from guardtune.study import load_study, run_study, write_report
 from guardtune.study import stats
 from guardtune.study.runner import read_result, run_dir, selection
@@ -31,7 +32,7 @@ def test_weighted_metrics_match_sklearn_on_resamples():
     rng = np.random.default_rng(3)
     y = rng.integers(0, 2, 300)
     p = np.round(np.clip(0.3 * y + rng.random(300) * 0.7, 0, 1), 2)  # rounded: many ties
-    W = stats.row_weights(300, 25, seed=1)
+    W = metrics.resample_weights(300, 25, seed=1)
     ap, f1 = stats.auprc(y, p, 0.5, W), stats.f1(y, p, 0.5, W)
     for b in range(len(W)):
         assert ap[b] == pytest.approx(average_precision_score(y, p, sample_weight=W[b]), abs=1e-10)
@@ -53,8 +54,8 @@ def test_seed_level_interval_widens_with_seed_spread():
     draws = 400
     calm = np.full((3, draws), 0.8) + np.random.default_rng(0).normal(0, 0.01, (3, draws))
     noisy = calm + np.array([[-0.1], [0.0], [0.1]])  # the same rows, seeds far apart
-    lo1, hi1 = stats.interval(stats.seed_draws(calm, 1))
-    lo2, hi2 = stats.interval(stats.seed_draws(noisy, 1))
+    lo1, hi1 = metrics.percentile_interval(stats.seed_draws(calm, 1))
+    lo2, hi2 = metrics.percentile_interval(stats.seed_draws(noisy, 1))
     assert hi2 - lo2 > 3 * (hi1 - lo1)
 
 

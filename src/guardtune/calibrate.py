@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from guardtune.guard import scale  # noqa: F401 - one temperature formula, used here and by Thresholds
+from guardtune.guard import Scores, scale  # one temperature formula, here and in Thresholds
 
 STRATEGIES = ("max_f1", "fpr", "recall")
 
@@ -83,7 +83,7 @@ def reliability(y: np.ndarray, prob: np.ndarray, bins: int = 10) -> dict[str, An
     return {"bins": rows, "ece": float(ece)}
 
 
-def calibrate(raw: Any, examples: list, strategy: str = "max_f1", target: float | None = None,
+def calibrate(raw: Scores, examples: list, strategy: str = "max_f1", target: float | None = None,
               temperature: bool = False) -> dict[str, Any]:
     """Thresholds (and temperatures) per output from a guard's uncalibrated `Scores` on labelled examples, and
     the calibration evidence."""
@@ -93,7 +93,7 @@ def calibrate(raw: Any, examples: list, strategy: str = "max_f1", target: float 
     y_all, known = labels.targets(examples)
     thresholds, temperatures, evidence = {}, {}, {}
     for j, output in enumerate(labels.outputs):
-        rows = known[:, j]
+        rows = known[:, j] & ~np.isnan(raw.probs[:, j])  # an output that does not apply is never calibrated on
         if rows.sum() < 2:
             continue
         y, p = y_all[rows, j], raw.probs[rows, j]

@@ -17,6 +17,7 @@ import numpy as np
 from guardtune import metrics
 from guardtune.calibrate import reliability
 from guardtune.data.example import Example
+from guardtune.guard import Guard
 from guardtune.labels import CATEGORY_FIELDS
 
 SLICES = ("language", "source")
@@ -32,18 +33,16 @@ class TaskArrays:
     languages: list[str] = field(default_factory=list)
 
 
-def evaluate_set(guard: Any, examples: Sequence[Example], n_boot: int = 1000, seed: int = 0,
+def evaluate_set(guard: Guard, examples: Sequence[Example], n_boot: int = 1000, seed: int = 0,
                  show_progress: bool = True) -> tuple[dict[str, Any], dict[str, TaskArrays]]:
     scores = guard.score(examples, show_progress=show_progress)
     calibrated = guard.thresholds.values
     result: dict[str, Any] = {"n": len(examples), "tasks": {}, "categories": {}}
     arrays: dict[str, TaskArrays] = {}
     for task in guard.labels.tasks:
-        rows = [i for i, ex in enumerate(examples) if ex.label(task) is not None]
+        rows, y, p = metrics.labelled(examples, scores, task)
         if not rows:
             continue
-        y = np.array([examples[i].label(task) for i in rows])
-        p = scores[task][rows]
         threshold = guard.thresholds[task]
         entry: dict[str, Any] = {"at_0.5": metrics.binary(y, p, 0.5)}
         if task in calibrated:
@@ -55,12 +54,10 @@ def evaluate_set(guard: Any, examples: Sequence[Example], n_boot: int = 1000, se
         result["tasks"][task] = entry
         arrays[task] = TaskArrays(y, p, threshold, [examples[i].language for i in rows])
     for field_name in CATEGORY_FIELDS:
-        codes, probs = scores.categories(field_name)
-        rows = [i for i, ex in enumerate(examples) if getattr(ex, field_name) is not None]
-        if codes and rows:
-            true = [set(getattr(examples[i], field_name)) for i in rows]
+        rows, true, probs, codes = metrics.labelled_sets(examples, scores, field_name)
+        if rows:
             result["categories"][field_name] = metrics.categories(
-                true, probs[rows], codes, [guard.thresholds[f"{field_name}/{c}"] for c in codes])
+                true, probs, codes, [guard.thresholds[f"{field_name}/{c}"] for c in codes])
     return result, arrays
 
 
@@ -90,18 +87,8 @@ def compare(a: dict[str, TaskArrays], b: dict[str, TaskArrays], n_boot: int = 10
         if len(y) != len(b[task].y) or (y != b[task].y).any():
             continue
         ta, tb = a[task].threshold, b[task].threshold
-        out[task] = {"auprc": metrics.paired_bootstrap(_auprc, y, a[task].prob, b[task].prob, n_boot, seed),
-                     "f1": metrics.paired_bootstrap(_f1, y, (a[task].prob >= ta).astype(float),
+        out[task] = {"auprc": metrics.paired_bootstrap(metrics.auprc_draws, y, a[task].prob, b[task].prob, n_boot, seed),
+                     "f1": metrics.paired_bootstrap(lambda y_, flagged, W: metrics.f1_draws(y_, flagged >= 0.5, W),
+                                                    y, (a[task].prob >= ta).astype(float),
                                                     (b[task].prob >= tb).astype(float), n_boot, seed)}
     return out
-
-
-def _auprc(y: np.ndarray, p: np.ndarray) -> float | None:
-    from sklearn.metrics import average_precision_score
-
-    return float(average_precision_score(y, p)) if 0 < y.sum() < len(y) else None
-
-
-def _f1(y: np.ndarray, flagged: np.ndarray) -> float | None:
-    tp, fp, _, fn = metrics.counts(y, flagged >= 0.5)
-    return metrics.f1_from(tp, fp, fn) if tp + fn else None

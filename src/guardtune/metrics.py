@@ -113,68 +113,136 @@ def categories(true: Sequence[set[str]], prob: np.ndarray, codes: Sequence[str],
             "per_category": per}
 
 
-def bootstrap(metric: Callable[..., float | None], arrays: Sequence[np.ndarray], n: int = 1000, seed: int = 0,
-              level: float = 0.95) -> tuple[float, float] | None:
-    """Percentile bootstrap interval of `metric(*arrays)` over rows resampled with replacement (seeded)."""
+# ---- resampling: a resample of rows is a vector of counts, so every draw of a metric is computed at once -------
+
+DRAW_CHUNK = 100  # draws computed together (memory: chunk x rows floats)
+
+
+def resample_weights(n: int, draws: int, seed: int) -> np.ndarray:
+    """`draws` resamples of n rows with replacement, as counts per row [draws, n]."""
     rng = np.random.default_rng(seed)
-    size = len(arrays[0])
-    values = []
-    for _ in range(n):
-        index = rng.integers(0, size, size)
-        value = metric(*(a[index] for a in arrays))
-        if value is not None:
-            values.append(value)
-    if len(values) < n // 2:
+    return rng.multinomial(n, np.full(n, 1.0 / n), size=draws).astype(np.float64)
+
+
+def weight_chunks(n: int, draws: int, seed: int):
+    """The same draws as resample_weights(n, draws, seed), a chunk at a time."""
+    rng = np.random.default_rng(seed)
+    for start in range(0, draws, DRAW_CHUNK):
+        yield rng.multinomial(n, np.full(n, 1.0 / n), size=min(DRAW_CHUNK, draws - start)).astype(np.float64)
+
+
+def weighted_counts(y: np.ndarray, flagged: np.ndarray, W: np.ndarray) -> tuple[np.ndarray, ...]:
+    """(tp, fp, tn, fn) per draw."""
+    y, f = np.asarray(y, dtype=np.float64), np.asarray(flagged, dtype=np.float64)
+    return W @ (y * f), W @ ((1 - y) * f), W @ ((1 - y) * (1 - f)), W @ (y * (1 - f))
+
+
+def f1_draws(y: np.ndarray, flagged: np.ndarray, W: np.ndarray) -> np.ndarray:
+    """Positive-class F1 per draw (NaN when a draw has no positives)."""
+    tp, fp, _, fn = weighted_counts(y, flagged, W)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(tp + fn > 0, 2 * tp / (2 * tp + fp + fn), np.nan)
+
+
+def _runs(y: np.ndarray, p: np.ndarray, W: np.ndarray, descending: bool):
+    """Weighted positives and negatives per run of equal scores, in score order, per draw."""
+    order = np.argsort(-p if descending else p, kind="stable")
+    ys, ps, Ws = np.asarray(y, dtype=np.float64)[order], p[order], W[:, order]
+    ends = np.r_[np.flatnonzero(np.diff(ps)), len(ps) - 1]  # the last row of each run of equal scores
+    tp, fp = np.cumsum(Ws * ys, axis=1)[:, ends], np.cumsum(Ws * (1 - ys), axis=1)[:, ends]
+    return tp, fp
+
+
+def auprc_draws(y: np.ndarray, p: np.ndarray, W: np.ndarray) -> np.ndarray:
+    """Average precision (AUPRC, as scikit-learn defines it, ties included) per draw: the sum over distinct
+    scores, highest first, of the recall gained there times the precision there (NaN without both classes)."""
+    tp, fp = _runs(y, p, W, descending=True)
+    positives, negatives = tp[:, -1:], fp[:, -1:]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        precision = np.where(tp + fp > 0, tp / (tp + fp), 0.0)
+        gained = np.diff(tp / positives, axis=1, prepend=0.0)
+        ap = np.sum(gained * precision, axis=1)
+    return np.where((positives[:, 0] > 0) & (negatives[:, 0] > 0), ap, np.nan)
+
+
+def roc_auc_draws(y: np.ndarray, p: np.ndarray, W: np.ndarray) -> np.ndarray:
+    """ROC-AUC per draw: the chance that a positive outscores a negative, ties counting half."""
+    pos_cum, neg_cum = _runs(y, p, W, descending=False)
+    pos_run = np.diff(pos_cum, axis=1, prepend=0.0)
+    neg_run = np.diff(neg_cum, axis=1, prepend=0.0)
+    below = neg_cum - neg_run  # negatives strictly below each run
+    positives, negatives = pos_cum[:, -1], neg_cum[:, -1]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        auc = np.sum(pos_run * (below + 0.5 * neg_run), axis=1) / (positives * negatives)
+    return np.where((positives > 0) & (negatives > 0), auc, np.nan)
+
+
+def percentile_interval(draws: np.ndarray, level: float = 0.95) -> tuple[float, float] | None:
+    """Percentile interval of the defined draws; None when under half the draws are defined."""
+    ok = draws[~np.isnan(draws)]
+    if len(ok) < len(draws) / 2 or not len(ok):
         return None
     tail = (1 - level) / 2 * 100
-    return float(np.percentile(values, tail)), float(np.percentile(values, 100 - tail))
+    return float(np.percentile(ok, tail)), float(np.percentile(ok, 100 - tail))
 
 
 CI_METRICS = ("f1", "precision", "recall", "fpr", "auprc", "roc_auc")
 
 
+def binary_draws(y: np.ndarray, prob: np.ndarray, threshold: float, W: np.ndarray) -> dict[str, np.ndarray]:
+    """The main binary metrics per draw of row weights W (NaN where a draw leaves one undefined)."""
+    flagged = np.asarray(prob) >= threshold
+    tp, fp, tn, fn = weighted_counts(y, flagged, W)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        out = {"precision": np.where(tp + fp > 0, tp / (tp + fp), np.nan),
+               "recall": np.where(tp + fn > 0, tp / (tp + fn), np.nan),
+               "fpr": np.where(fp + tn > 0, fp / (fp + tn), np.nan)}
+    both = (tp + fn > 0) & (fp + tn > 0)
+    out["f1"] = np.where(both, f1_draws(y, flagged, W), np.nan)
+    out["auprc"] = auprc_draws(y, np.asarray(prob), W)
+    out["roc_auc"] = roc_auc_draws(y, np.asarray(prob), W)
+    return out
+
+
 def bootstrap_binary(y: np.ndarray, prob: np.ndarray, threshold: float, n: int = 1000, seed: int = 0,
                      level: float = 0.95) -> dict[str, tuple[float, float] | None]:
-    """Percentile intervals for the main binary metrics, all from the same resamples (one pass, seeded)."""
-    from sklearn.metrics import average_precision_score, roc_auc_score
-
-    y = np.asarray(y).astype(int)
-    pred = np.asarray(prob) >= threshold
-    rng = np.random.default_rng(seed)
-    values: dict[str, list[float]] = {k: [] for k in CI_METRICS}
-    for _ in range(n):
-        i = rng.integers(0, len(y), len(y))
-        tp, fp, tn, fn = counts(y[i], pred[i])
-        for key, value in (("precision", _div(tp, tp + fp)), ("recall", _div(tp, tp + fn)),
-                           ("fpr", _div(fp, fp + tn))):
-            if value is not None:
-                values[key].append(value)
-        if tp + fn and fp + tn:
-            values["f1"].append(f1_from(tp, fp, fn))
-            values["auprc"].append(average_precision_score(y[i], prob[i]))
-            values["roc_auc"].append(roc_auc_score(y[i], prob[i]))
-    tail = (1 - level) / 2 * 100
-    return {k: (float(np.percentile(v, tail)), float(np.percentile(v, 100 - tail))) if len(v) >= n // 2 else None
-            for k, v in values.items()}
+    """Percentile intervals for the main binary metrics, all from the same resamples (seeded)."""
+    parts = [binary_draws(y, prob, threshold, W) for W in weight_chunks(len(y), n, seed)]
+    return {k: percentile_interval(np.concatenate([part[k] for part in parts]), level) for k in CI_METRICS}
 
 
-def paired_bootstrap(metric: Callable[[np.ndarray, np.ndarray], float | None], y: np.ndarray, prob_a: np.ndarray,
-                     prob_b: np.ndarray, n: int = 1000, seed: int = 0) -> dict[str, Any]:
+Draws = Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]  # (y, p, W) -> a value per draw
+
+
+def paired_bootstrap(metric: Draws, y: np.ndarray, prob_a: np.ndarray, prob_b: np.ndarray, n: int = 1000,
+                     seed: int = 0) -> dict[str, Any]:
     """Compare two guards on the same rows: the difference metric(b) - metric(a), its 95% interval and a
     two-sided p-value, from the same resampled rows for both guards."""
-    rng = np.random.default_rng(seed)
-    diffs = []
-    for _ in range(n):
-        index = rng.integers(0, len(y), len(y))
-        a, b = metric(y[index], prob_a[index]), metric(y[index], prob_b[index])
-        if a is not None and b is not None:
-            diffs.append(b - a)
-    diffs = np.asarray(diffs)
-    a, b = metric(y, prob_a), metric(y, prob_b)
+    one = np.ones((1, len(y)))
+    a, b = (float(metric(y, prob, one)[0]) for prob in (prob_a, prob_b))
+    a, b = (None if np.isnan(v) else v for v in (a, b))
+    diffs = np.concatenate([metric(y, prob_b, W) - metric(y, prob_a, W) for W in weight_chunks(len(y), n, seed)])
+    diffs = diffs[~np.isnan(diffs)]
     p = min(1.0, 2 * min((diffs <= 0).mean(), (diffs >= 0).mean())) if len(diffs) else None
     return {"a": a, "b": b, "difference": None if a is None or b is None else b - a,
             "ci": (float(np.percentile(diffs, 2.5)), float(np.percentile(diffs, 97.5))) if len(diffs) else None,
             "p_value": float(p) if p is not None else None, "resamples": len(diffs)}
+
+
+def labelled(examples: Sequence[Any], scores: Any, task: str) -> tuple[list[int], np.ndarray, np.ndarray]:
+    """(rows, y, p) of a binary task: the rows that carry its label and have a score. An output that does not
+    apply (NaN: a response output of a prompt alone) is never counted."""
+    p_all = scores[task]
+    rows = [i for i, ex in enumerate(examples) if ex.label(task) is not None and not np.isnan(p_all[i])]
+    return rows, np.array([examples[i].label(task) for i in rows], dtype=np.int64), p_all[rows]
+
+
+def labelled_sets(examples: Sequence[Any], scores: Any, field_name: str):
+    """(rows, true category sets, probabilities [rows, codes], codes) of a category field, likewise."""
+    codes, probs = scores.categories(field_name)
+    rows = [i for i, ex in enumerate(examples)
+            if getattr(ex, field_name) is not None and codes and not np.isnan(probs[i]).any()]
+    return rows, [set(getattr(examples[i], field_name)) for i in rows], probs[rows], codes
 
 
 def summary(examples: Sequence[Any], scores: Any, thresholds: Any = None) -> dict[str, dict[str, Any]]:
@@ -184,15 +252,11 @@ def summary(examples: Sequence[Any], scores: Any, thresholds: Any = None) -> dic
     threshold = (lambda name: thresholds[name]) if thresholds is not None else (lambda name: 0.5)
     out: dict[str, dict[str, Any]] = {}
     for task in scores.labels.tasks:
-        rows = [i for i, ex in enumerate(examples) if ex.label(task) is not None]
+        rows, y, p = labelled(examples, scores, task)
         if rows:
-            y = np.array([examples[i].label(task) for i in rows])
-            out[task] = binary(y, scores[task][rows], threshold(task))
+            out[task] = binary(y, p, threshold(task))
     for field_name in CATEGORY_FIELDS:
-        codes, probs = scores.categories(field_name)
-        rows = [i for i, ex in enumerate(examples) if getattr(ex, field_name) is not None]
-        if codes and rows:
-            true = [set(getattr(examples[i], field_name)) for i in rows]
-            out[field_name] = categories(true, probs[rows], codes,
-                                         [threshold(f"{field_name}/{c}") for c in codes])
+        rows, true, probs, codes = labelled_sets(examples, scores, field_name)
+        if rows:
+            out[field_name] = categories(true, probs, codes, [threshold(f"{field_name}/{c}") for c in codes])
     return out

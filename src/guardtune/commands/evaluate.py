@@ -29,6 +29,9 @@ def add_parser(commands) -> None:
     p = commands.add_parser("eval", help="metrics with intervals, slices, plots and a report for a guard",
                             description=__doc__, formatter_class=formatter)
     p.add_argument("guard", metavar="RUN", help="a run directory, or hf:<model id or path>")
+    p.add_argument("--trust-remote-code", action="store_true",
+                    help="run the backbone's own Python code from the hub (only for models you trust; a run "
+                         "directory can never turn this on)")
     p.add_argument("--data", action="append", required=True, metavar="NAME[:split]",
                    help="a dataset, file or YAML data config; repeat for several")
     p.add_argument("--out", help="output directory (default: the run directory)")
@@ -42,6 +45,9 @@ def add_parser(commands) -> None:
     c = commands.add_parser("calibrate", help="choose decision thresholds (and temperatures) on validation data",
                             description=__doc__, formatter_class=formatter)
     c.add_argument("guard", metavar="RUN", help="the run directory to calibrate (thresholds.json is written there)")
+    c.add_argument("--trust-remote-code", action="store_true",
+                    help="run the backbone's own Python code from the hub (only for models you trust; a run "
+                         "directory can never turn this on)")
     c.add_argument("--data", action="append", required=True, metavar="NAME[:split]",
                    help="labelled validation data (not the test split); repeat for several")
     c.add_argument("--strategy", choices=("max_f1", "fpr", "recall"), default="max_f1",
@@ -90,8 +96,8 @@ def run_eval(args: argparse.Namespace) -> int:
     from guardtune import evaluate, report
 
     label_map = dict(item.split("=", 1) for item in args.label_map) or None
-    guard = guardtune.load(args.guard, label_map=label_map)
-    other = guardtune.load(args.compare) if args.compare else None
+    guard = guardtune.load(args.guard, label_map=label_map, trust_remote_code=args.trust_remote_code)
+    other = guardtune.load(args.compare, trust_remote_code=args.trust_remote_code) if args.compare else None
     out = Path(args.out) if args.out else (Path(args.guard) if Path(args.guard).is_dir() else
                                            Path("eval") / report.slug(args.guard))
     results = {"guard": str(args.guard), "thresholds": "calibrated" if guard.thresholds.values else "0.5",
@@ -136,7 +142,7 @@ def run_calibrate(args: argparse.Namespace) -> int:
     if any(":test" in name or name.endswith("test") for name in args.data):
         print("WARNING: calibrating on a test split. Thresholds tuned on test data make every later number on it "
               "optimistic; calibrate on a validation split and keep the test split for eval.", file=sys.stderr)
-    guard = guardtune.load(run_dir)
+    guard = guardtune.load(run_dir, trust_remote_code=args.trust_remote_code)
     examples = [ex for loaded in load_sets(args.data) for ex in loaded.examples]
     raw = guard.score(examples, calibrated=False, show_progress=True)
     found = calibrate.calibrate(raw, examples, args.strategy, args.target, args.temperature)

@@ -22,8 +22,12 @@ import argparse
 import json
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from guardtune.ui import console
+
+if TYPE_CHECKING:  # the command's --help must not import torch
+    from guardtune.guard import Guard
 
 
 def add_parser(commands) -> None:
@@ -31,6 +35,9 @@ def add_parser(commands) -> None:
     m = commands.add_parser("moderate", help="verdicts for a text, or for a JSONL file (streaming, resumable)",
                             description=__doc__, formatter_class=formatter)
     m.add_argument("guard", metavar="RUN", help="a run directory, or hf:<model id or path>")
+    m.add_argument("--trust-remote-code", action="store_true",
+                    help="run the backbone's own Python code from the hub (only for models you trust; a run "
+                         "directory can never turn this on)")
     m.add_argument("text", nargs="?", help="the prompt to judge (or use --file)")
     m.add_argument("--response", help="the assistant's response to judge with the prompt")
     m.add_argument("--file", help="JSON Lines input: id, prompt (or text), optional response")
@@ -42,6 +49,9 @@ def add_parser(commands) -> None:
     s = commands.add_parser("serve", help="an OpenAI-compatible moderation server (FastAPI + uvicorn)",
                             description=__doc__, formatter_class=formatter)
     s.add_argument("guard", metavar="RUN", help="a run directory, or hf:<model id or path>")
+    s.add_argument("--trust-remote-code", action="store_true",
+                    help="run the backbone's own Python code from the hub (only for models you trust; a run "
+                         "directory can never turn this on)")
     s.add_argument("--host", default="127.0.0.1", help="interface to listen on (0.0.0.0: every interface)")
     s.add_argument("--port", type=int, default=8000)
     s.add_argument("--max-batch", type=int, default=32, help="texts scored together at most (1: no batching)")
@@ -64,7 +74,7 @@ def run_moderate(args: argparse.Namespace) -> int:
 
     if bool(args.text) == bool(args.file):
         args.parser.error("give a text, or --file with JSON Lines (not both)")
-    guard = guardtune.load(args.guard)
+    guard = guardtune.load(args.guard, trust_remote_code=args.trust_remote_code)
     if args.file:
         out = Path(args.out) if args.out else Path(f"{args.file}.verdicts.jsonl")
         done, new = moderate_file(guard, Path(args.file), out, args.batch_size)
@@ -88,7 +98,8 @@ def run_moderate(args: argparse.Namespace) -> int:
     return 0
 
 
-def moderate_file(guard, source: Path, out: Path, batch_size: int = 64, show_progress: bool = True) -> tuple[int, int]:
+def moderate_file(guard: Guard, source: Path, out: Path, batch_size: int = 64,
+                  show_progress: bool = True) -> tuple[int, int]:
     """Stream `source` (JSONL) through the guard into `out`, skipping ids `out` already has. A line cut off
     by a crash is removed first. Returns (already done, newly written)."""
     from guardtune.data.example import Example
@@ -156,7 +167,7 @@ def run_serve(args: argparse.Namespace) -> int:
     keys = read_api_keys(args.api_keys_file)
     settings = ServeSettings(args.max_batch, args.max_wait_ms, args.queue_size, args.timeout, args.max_chars,
                              args.max_inputs, args.fail, keys, args.model_id or "")
-    guard = guardtune.load(args.guard, device=args.device)
+    guard = guardtune.load(args.guard, device=args.device, trust_remote_code=args.trust_remote_code)
     if args.host not in ("127.0.0.1", "localhost", "::1") and not keys:
         console().print("[yellow]WARNING: listening beyond this machine with no API keys; set GUARDTUNE_API_KEYS "
                         "or --api-keys-file[/yellow]")

@@ -64,6 +64,12 @@ class Example:
         _check_rationale(self.rationale, len(self.prompt))
         if self.rewrite is not None and not isinstance(self.rewrite, str):
             raise FieldError("rewrite", f"expected text or null, got {type(self.rewrite).__name__}")
+        for name in ("source", "id", "group"):
+            if not isinstance(getattr(self, name), str):
+                raise FieldError(name, f"expected text, got {type(getattr(self, name)).__name__}")
+        for name in ("rewrite", "rationale", "source", "id", "group"):
+            if isinstance(getattr(self, name), str):
+                check_unicode(name, getattr(self, name))
 
     def label(self, task: str) -> Any:
         return getattr(self, task)
@@ -102,10 +108,25 @@ class Example:
 
 
 def _check_text(name: str, value: Any) -> None:
+    if value is None:
+        raise FieldError(name, "is null; expected text")
     if not isinstance(value, str):
         raise FieldError(name, f"expected text, got {type(value).__name__}")
     if not value.strip():
         raise FieldError(name, "is empty")
+    check_unicode(name, value)
+
+
+def check_unicode(name: str, value: str) -> None:
+    """Text a tokenizer can encode: no lone surrogate (a JSON "\\ud800" escape) and no NUL character, either
+    of which would make the model fail on this text, or a C library cut it short."""
+    if "\x00" in value:
+        raise FieldError(name, f"contains a NUL character at position {value.index(chr(0))}")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as err:
+        raise FieldError(name, f"contains a lone surrogate {value[err.start]!r} at position {err.start}: "
+                               "not valid Unicode text") from None
 
 
 def _check_binary(name: str, value: Any) -> None:
@@ -119,7 +140,12 @@ def _check_categories(name: str, value: Any) -> None:
     if value is None:
         return
     if not isinstance(value, tuple) or not all(isinstance(c, str) and c.strip() for c in value):
-        raise FieldError(name, f"expected a list of category names or null, got {value!r}")
+        raise FieldError(name, f"expected a list of category names or null, got {_short(value)}")
+
+
+def _short(value: Any, limit: int = 200) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 def _check_rationale(value: Any, length: int) -> None:
@@ -133,11 +159,12 @@ def _check_rationale(value: Any, length: int) -> None:
             raise FieldError("rationale", f"span {span!r} is not a [start, end) range inside the prompt")
 
 
-def _spans(value: list) -> tuple[Span, ...]:
-    try:
-        return tuple((int(a), int(b)) for a, b in value)
-    except (TypeError, ValueError):
-        raise FieldError("rationale", f"expected a list of [start, end] pairs, got {value!r}") from None
+def _spans(value: Any) -> tuple[Span, ...]:
+    """[[start, end], ...] -> spans; anything else (a number, a flat list, nested junk) is a located error."""
+    if not isinstance(value, (list, tuple)) or not all(
+            isinstance(s, (list, tuple)) and len(s) == 2 and all(type(x) is int for x in s) for s in value):
+        raise FieldError("rationale", f"expected text or a list of [start, end] integer pairs, got {_short(value)}")
+    return tuple((a, b) for a, b in value)
 
 
 def to_binary(field_name: str, value: Any, mapping: dict[Any, int] | None = None) -> int | None:
@@ -174,10 +201,14 @@ def split_categories(value: Any) -> list[str] | None:
         return []
     if isinstance(value, str) and not value.strip():
         return None
-    if isinstance(value, (list, tuple)):
-        return [str(v).strip() for v in value if str(v).strip()]
-    if hasattr(value, "tolist"):  # numpy arrays from parquet
+    if hasattr(value, "tolist") and not isinstance(value, (list, tuple)):  # numpy arrays from parquet
         return split_categories(value.tolist())
+    if isinstance(value, (list, tuple)):
+        if not all(isinstance(v, (str, int)) and not isinstance(v, bool) for v in value):
+            raise FieldError("categories", f"expected a list of category names, got {_short(value)}")
+        return [str(v).strip() for v in value if str(v).strip()]
+    if not isinstance(value, (str, int)) or isinstance(value, bool):
+        raise FieldError("categories", f"expected category names, got {_short(value)}")
     return [part.strip() for part in re.split(r"[,;|]", str(value)) if part.strip()]
 
 
@@ -185,7 +216,10 @@ def categorise(field_name: str, labels: Any, scheme: str) -> tuple[str, ...] | N
     """Parse a category cell and map it onto the canonical taxonomy; unknown labels name the field."""
     from guardtune.taxonomy import UnknownCategory, canonical
 
-    names = split_categories(labels) if not isinstance(labels, list) else labels
+    try:
+        names = split_categories(labels)
+    except FieldError as err:
+        raise FieldError(field_name, err.message) from None
     if names is None:
         return None
     if scheme == "any":

@@ -14,7 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from guardtune.data.example import BINARY_TASKS, CATEGORY_TASKS, Example, FieldError, categorise, to_binary
+from guardtune.data.example import BINARY_TASKS, CATEGORY_TASKS, Example, FieldError, _spans, categorise, to_binary
 from guardtune.data.intake import Intake
 from guardtune.data.reading import MAX_LINE_BYTES, read_table
 
@@ -34,9 +34,14 @@ def row_to_example(row: dict, columns: dict[str, str], labels: dict[str, dict], 
 
     if columns.get("prompt", "prompt") not in row:
         raise FieldError(columns.get("prompt", "prompt"), "missing column")
+    if _text(row.get(columns.get("prompt", "prompt"))) is None:
+        raise FieldError(columns.get("prompt", "prompt"), "is null; expected text")
     values: dict[str, Any] = {}
     for name in TEXT_FIELDS:
         value = get(name)
+        if name in ("id", "source", "group") and value is not None and (
+                isinstance(value, bool) or not isinstance(value, (str, int))):
+            raise FieldError(columns.get(name, name), f"expected text or a number, got {type(value).__name__}")
         if value is not None and not (name == "response" and value == ""):
             values[name] = value if name in ("prompt", "response", "rewrite") else str(value)
     for name in BINARY_TASKS:
@@ -47,7 +52,7 @@ def row_to_example(row: dict, columns: dict[str, str], labels: dict[str, dict], 
     values["language"] = get("language") or language or "und"
     rationale = get("rationale")
     if rationale is not None:
-        values["rationale"] = rationale if isinstance(rationale, str) else tuple(tuple(s) for s in rationale)
+        values["rationale"] = rationale if isinstance(rationale, str) else _spans(rationale)
     values.setdefault("source", source)
     values.setdefault("id", default_id)
     return Example(**values)

@@ -51,6 +51,17 @@ class RowError(ValueError):
         return out
 
 
+def reject_line(record: dict[str, Any]) -> str:
+    """One rejects-file line: readable UTF-8, or (when the raw text holds lone surrogates, which UTF-8 cannot
+    carry) JSON escapes, so that the line is still valid JSON and the raw text survives exactly."""
+    line = json.dumps(record, ensure_ascii=False, default=str)
+    try:
+        line.encode("utf-8")
+    except UnicodeEncodeError:
+        line = json.dumps(record, ensure_ascii=True, default=str)
+    return line
+
+
 class Excluded(Exception):
     """Raised by a converter for a row left out by design; the message is the reason."""
 
@@ -142,7 +153,7 @@ class Intake:
             if self._rejects is None:
                 self.rejects_path.parent.mkdir(parents=True, exist_ok=True)
                 self._rejects = self.rejects_path.open("a", encoding="utf-8")
-            self._rejects.write(json.dumps(err.to_json(), ensure_ascii=False) + "\n")
+            self._rejects.write(reject_line(err.to_json()) + "\n")
             self._rejects.flush()
 
     def close(self) -> None:

@@ -57,6 +57,66 @@ def iter_lines(path: str | Path, oversized: set[int], max_bytes: int = MAX_LINE_
             yield number, text
 
 
+MAX_JSON_DEPTH = 64  # a row of guardtune data is shallow; deeper nesting is rejected before it is parsed
+
+
+class JSONRejected(ValueError):
+    """JSON that parses in Python but is not acceptable data: too deep, a repeated key, a huge number, NaN."""
+
+    def __init__(self, message: str, field: str | None = None):
+        super().__init__(message)
+        self.field = field
+
+
+def _depth_over(text: str, limit: int) -> bool:
+    """Whether brackets outside strings nest deeper than `limit` (checked without recursion)."""
+    depth, in_string, escaped = 0, False, False
+    for ch in text:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif ch == "\\":
+                escaped = True
+            elif ch == '"':
+                in_string = False
+        elif ch == '"':
+            in_string = True
+        elif ch in "[{":
+            depth += 1
+            if depth > limit:
+                return True
+        elif ch in "]}":
+            depth -= 1
+    return False
+
+
+def _pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise JSONRejected(f"duplicate key {key!r} (which value is meant is ambiguous)", key)
+        out[key] = value
+    return out
+
+
+def _constant(name: str) -> Any:
+    raise JSONRejected(f"{name} is not a JSON value")
+
+
+def _integer(text: str) -> int:
+    if len(text.lstrip("-")) > 100:
+        raise JSONRejected(f"a number of {len(text)} digits")
+    return int(text)
+
+
+def loads(text: str) -> Any:
+    """json.loads for untrusted rows: no recursion error, no silent last-key-wins, no 100,000-digit number, no
+    NaN/Infinity (not JSON). Such rows raise JSONRejected, with the field when one is known."""
+    if text.count("[") + text.count("{") > MAX_JSON_DEPTH and _depth_over(text, MAX_JSON_DEPTH):
+        raise JSONRejected(f"nested more than {MAX_JSON_DEPTH} levels deep")
+    return json.loads(text, object_pairs_hook=_pairs, parse_constant=_constant, parse_int=_integer)
+
+
 def _bad_bytes_field(row: dict[str, Any]) -> str | None:
     for key, value in row.items():
         if isinstance(value, str) and _BAD_BYTES.search(value):
@@ -75,9 +135,12 @@ def read_jsonl(path: str | Path, intake: Intake, max_bytes: int = MAX_LINE_BYTES
             continue
         readable = text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
         try:
-            row = json.loads(text)
+            row = loads(text)
         except json.JSONDecodeError as err:
             intake.reject(where, None, f"broken JSON: {err.msg} at column {err.colno}", readable)
+            continue
+        except JSONRejected as err:
+            intake.reject(where, err.field, str(err), readable)
             continue
         if not isinstance(row, dict):
             intake.reject(where, None, f"expected a JSON object, got {type(row).__name__}", readable)

@@ -153,7 +153,7 @@ def authorised(request: Any, keys: Sequence[str]) -> bool:
     return ok
 
 
-def serve(guard: Any, settings: ServeSettings, host: str = "127.0.0.1", port: int = 8000,
+def serve(guard: Guard, settings: ServeSettings, host: str = "127.0.0.1", port: int = 8000,
           log_level: str = "info") -> None:
     import uvicorn
 

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from guardtune.data.example import Example
+from guardtune.guard import Guard
 
 Handler = Callable[[list[Example]], list[Any]]  # examples -> one result per example, in order
 
@@ -33,7 +34,7 @@ class Job:
     future: Future = field(default_factory=Future)
 
 
-def score_handler(guard: Any) -> Handler:
+def score_handler(guard: Guard) -> Handler:
     """Scoring jobs: each result is (Scores of the batch, row)."""
     def run(examples: list[Example]) -> list[Any]:
         scores = guard.score(examples)

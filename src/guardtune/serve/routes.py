@@ -10,7 +10,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from guardtune.data.example import Example
-from guardtune.guard import RESPONSE_PREFIX, verdict
+from guardtune.guard import RESPONSE_PREFIX, Guard, verdict
 from guardtune.labels import CATEGORY_FIELDS
 from guardtune.serve.app import State, error
 from guardtune.serve.batcher import Job, Overloaded
@@ -34,7 +34,7 @@ class GuardRequest(BaseModel):
     response: str | None = None
 
 
-def openai_result(guard: Any, v: dict[str, Any]) -> dict[str, Any]:
+def openai_result(guard: Guard, v: dict[str, Any]) -> dict[str, Any]:
     """One OpenAI moderation result from a guardtune verdict of a single text (read as a prompt)."""
     codes = v.get("prompt_categories", {})
     categories: dict[str, bool] = {}
@@ -54,14 +54,14 @@ def openai_result(guard: Any, v: dict[str, Any]) -> dict[str, Any]:
             "guardtune": extension}
 
 
-def failed_result(guard: Any, flagged: bool) -> dict[str, Any]:
+def failed_result(guard: Guard, flagged: bool) -> dict[str, Any]:
     scores = {name: float(flagged) for name in OPENAI_CATEGORIES}
     return {"flagged": flagged, "categories": {name: False for name in OPENAI_CATEGORIES}, "category_scores": scores,
             "category_applied_input_types": {name: ["text"] for name in OPENAI_CATEGORIES},
             "guardtune": {"error": "the guard failed; this answer is the server's fail policy"}}
 
 
-def failed_verdict(guard: Any, flagged: bool, has_response: bool) -> dict[str, Any]:
+def failed_verdict(guard: Guard, flagged: bool, has_response: bool) -> dict[str, Any]:
     """The fail policy's verdict: every output that applies to the example (a prompt alone: no response ones)."""
     applies = (lambda name: has_response or not name.startswith(RESPONSE_PREFIX))  # noqa: E731
     out: dict[str, Any] = {task: {"flagged": flagged, "score": float(flagged), "threshold": None}

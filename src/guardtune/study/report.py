@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from guardtune.metrics import percentile_interval, resample_weights
 from guardtune.study import stats
 from guardtune.study.runner import ARRAYS, read_result, run_dir, selection, write_json
 from guardtune.study.markdown import HEADLINE, MEAN, QUALITY, label, render
@@ -89,7 +90,7 @@ def compare_cell(study: Study, arms: list[Arm], tests: dict[str, int]) -> list[d
             first = next(a.arrays[0] for a in arms if a.has(dataset, output, metric))
             n = len(first[f"{dataset}|{output}|{'jaccard' if metric == 'jaccard' else 'y'}"])
             positives = None if metric == "jaccard" else int(first[f"{dataset}|{output}|y"].sum())
-            W = stats.row_weights(n, study.bootstrap, stats.stable_seed(arm_cell(arms), dataset, output))
+            W = resample_weights(n, study.bootstrap, stats.stable_seed(arm_cell(arms), dataset, output))
             ref = (_summarise(study, reference, dataset, output, metric, W)
                    if reference and reference.has(dataset, output, metric) else None)
             for arm in arms:
@@ -117,11 +118,11 @@ def _row(arm: Arm, dataset: str, output: str, metric: str, n: int, positives: in
          is_reference: bool) -> dict[str, Any]:
     point, draws, points = mine
     row = {"cell": arm.cell, "arm": arm.name, "candidate": arm.candidate, "dataset": dataset, "output": output,
-           "metric": metric, "n": n, "positives": positives, "seeds": len(points), "mean": point, "ci": stats.interval(draws),
+           "metric": metric, "n": n, "positives": positives, "seeds": len(points), "mean": point, "ci": percentile_interval(draws),
            "seed_sd": float(np.nanstd(points, ddof=1)) if np.sum(~np.isnan(points)) > 1 else None}
     if ref is not None and not is_reference and ref[0] is not None and point is not None:
         diff = draws - ref[1]
-        row.update(difference=point - ref[0], difference_ci=stats.interval(diff), p_value=stats.p_value(diff))
+        row.update(difference=point - ref[0], difference_ci=percentile_interval(diff), p_value=stats.p_value(diff))
     return row
 
 
@@ -143,11 +144,11 @@ def _mean_rows(study, arms, reference, per_arm, output, metric, present) -> list
         point, draws = averaged[arm.name]
         row = {"cell": arm.cell, "arm": arm.name, "candidate": arm.candidate, "dataset": MEAN, "output": output,
                "metric": metric, "n": len(common), "seeds": len(arm.results), "mean": point,
-               "ci": stats.interval(draws), "seed_sd": None, "datasets": common}
+               "ci": percentile_interval(draws), "seed_sd": None, "datasets": common}
         if reference is not None and arm is not reference and reference.name in averaged:
             ref_point, ref_draws = averaged[reference.name]
             diff = draws - ref_draws
-            row.update(difference=point - ref_point, difference_ci=stats.interval(diff), p_value=stats.p_value(diff))
+            row.update(difference=point - ref_point, difference_ci=percentile_interval(diff), p_value=stats.p_value(diff))
         rows.append(row)
     return rows
 

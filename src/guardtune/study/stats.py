@@ -5,9 +5,10 @@ for each arm, resamples its seeds. A draw's value is the arm's metric averaged o
 intervals carry both the test set's sampling error and the seed-to-seed spread, and a difference between
 arms is called significant only when it survives both.
 
-A resample of rows is a vector of counts, so every metric here takes row weights `W` (draws x rows) and
-computes all draws at once: F1 at a threshold, average precision (AUPRC, as scikit-learn defines it, ties
-included) and a mean of per-row values (per-sample Jaccard). Undefined values are NaN.
+A resample of rows is a vector of counts, so every metric takes row weights `W` (draws x rows) and computes
+all draws at once; the weighted F1 and AUPRC are metrics.py's (the same ones eval's intervals use), adapted
+here to the (y, p, threshold, W) form the study's metric table wants, with a mean of per-row values
+(per-sample Jaccard). Undefined values are NaN.
 """
 
 from __future__ import annotations
@@ -17,11 +18,7 @@ import zlib
 
 import numpy as np
 
-
-def row_weights(n: int, draws: int, seed: int) -> np.ndarray:
-    """`draws` resamples of n rows with replacement, as counts per row."""
-    rng = np.random.default_rng(seed)
-    return rng.multinomial(n, np.full(n, 1.0 / n), size=draws).astype(np.float64)
+from guardtune.metrics import auprc_draws, f1_draws
 
 
 def stable_seed(*parts: str) -> int:
@@ -30,28 +27,12 @@ def stable_seed(*parts: str) -> int:
 
 def f1(y: np.ndarray, p: np.ndarray, t: float, W: np.ndarray) -> np.ndarray:
     """Positive-class F1 at threshold t, per draw (NaN when a draw has no positives)."""
-    y = y.astype(np.float64)
-    flagged = (p >= t).astype(np.float64)
-    tp, fp, fn = W @ (y * flagged), W @ ((1 - y) * flagged), W @ (y * (1 - flagged))
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(tp + fn > 0, 2 * tp / (2 * tp + fp + fn), np.nan)
+    return f1_draws(y, p >= t, W)
 
 
 def auprc(y: np.ndarray, p: np.ndarray, t: float, W: np.ndarray) -> np.ndarray:
-    """Average precision per draw: the sum over distinct scores, highest first, of the recall gained there
-    times the precision there (NaN when a draw lacks either class)."""
-    order = np.argsort(-p, kind="stable")
-    ys, ps, Ws = y[order].astype(np.float64), p[order], W[:, order]
-    tp, fp = np.cumsum(Ws * ys, axis=1), np.cumsum(Ws * (1 - ys), axis=1)
-    ends = np.r_[np.flatnonzero(np.diff(ps)), len(ps) - 1]  # the last row of each run of equal scores
-    tp, fp = tp[:, ends], fp[:, ends]
-    positives, negatives = tp[:, -1:], fp[:, -1:]
-    with np.errstate(invalid="ignore", divide="ignore"):
-        precision = np.where(tp + fp > 0, tp / (tp + fp), 0.0)
-        recall = tp / positives
-        gained = np.diff(recall, axis=1, prepend=0.0)
-        ap = np.sum(gained * precision, axis=1)
-    return np.where((positives[:, 0] > 0) & (negatives[:, 0] > 0), ap, np.nan)
+    """Average precision per draw (NaN when a draw lacks either class)."""
+    return auprc_draws(y, p, W)
 
 
 def mean(values: np.ndarray, _p: np.ndarray | None, _t: float, W: np.ndarray) -> np.ndarray:
@@ -69,15 +50,6 @@ def seed_draws(per_seed: np.ndarray, seed: int) -> np.ndarray:
     with warnings.catch_warnings():  # an all-NaN draw stays NaN, and counts as undefined
         warnings.simplefilter("ignore", RuntimeWarning)
         return np.nanmean(per_seed[pick, np.arange(draws)[:, None]], axis=1)
-
-
-def interval(draws: np.ndarray, level: float = 0.95) -> tuple[float, float] | None:
-    """Percentile interval; None when under half the draws are defined."""
-    ok = draws[~np.isnan(draws)]
-    if len(ok) < len(draws) / 2:
-        return None
-    tail = (1 - level) / 2 * 100
-    return float(np.percentile(ok, tail)), float(np.percentile(ok, 100 - tail))
 
 
 def p_value(differences: np.ndarray) -> float | None:

@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from guardtune.guard import Guard
 from guardtune.study.runner import ARRAYS, RESULT, SPEC, write_json
 
 def trainable_params(guard_dir: Path) -> tuple[int | None, int | None]:
@@ -38,7 +39,7 @@ def trainable_params(guard_dir: Path) -> tuple[int | None, int | None]:
     return found
 
 
-def train_guard(cfg: Any, guard_dir: Path) -> tuple[Any, dict[str, Any]]:
+def train_guard(cfg: Any, guard_dir: Path) -> tuple[Guard, dict[str, Any]]:
     """Train (or finish training) the run's guard; the figures come back with it. A guard already trained by
     an earlier attempt keeps its saved figures. Either way the guard that is scored is the one loaded from
     disk, as a user would deploy it (adapters merged), so inference times compare like with like."""
@@ -60,7 +61,7 @@ def train_guard(cfg: Any, guard_dir: Path) -> tuple[Any, dict[str, Any]]:
     return guardtune.load(guard_dir), json.loads(figures_path.read_text(encoding="utf-8"))
 
 
-def thresholds_for(guard: Any, cfg: Any, run_dir: Path, setting: Any) -> dict[str, float]:
+def thresholds_for(guard: Guard, cfg: Any, run_dir: Path, setting: Any) -> dict[str, float]:
     """Every output's threshold: a fixed number, or the max-F1 threshold on this run's validation data."""
     if setting != "validation":
         return {output: float(setting) for output in guard.labels.outputs}
@@ -77,12 +78,12 @@ def thresholds_for(guard: Any, cfg: Any, run_dir: Path, setting: Any) -> dict[st
     return {output: chosen["thresholds"].get(output, 0.5) for output in guard.labels.outputs}
 
 
-def score_tests(guard: Any, tests: dict[str, Any], thresholds: dict[str, float]) -> tuple[dict, dict, float]:
+def score_tests(guard: Guard, tests: dict[str, Any], thresholds: dict[str, float]) -> tuple[dict, dict, float]:
     """Per test set: each labelled task's (y, p, threshold) and each category field's per-sample Jaccard;
     and the inference time per example over all test sets."""
     from guardtune.data import load_any
     from guardtune.labels import CATEGORY_FIELDS
-    from guardtune.metrics import jaccard
+    from guardtune.metrics import jaccard, labelled, labelled_sets
 
     arrays: dict[str, np.ndarray] = {}
     summary: dict[str, Any] = {}
@@ -95,19 +96,18 @@ def score_tests(guard: Any, tests: dict[str, Any], thresholds: dict[str, float])
         rows += len(examples)
         summary[name] = {"n": len(examples), "ids": _digest([ex.id for ex in examples])}
         for task in guard.labels.tasks:
-            labelled = [i for i, ex in enumerate(examples) if ex.label(task) is not None]
-            if labelled:
-                arrays[f"{name}|{task}|y"] = np.array([examples[i].label(task) for i in labelled], dtype=np.int8)
-                arrays[f"{name}|{task}|p"] = scores[task][labelled].astype(np.float32)
+            index, y, p = labelled(examples, scores, task)
+            if index:
+                arrays[f"{name}|{task}|y"] = y.astype(np.int8)
+                arrays[f"{name}|{task}|p"] = p.astype(np.float32)
                 arrays[f"{name}|{task}|t"] = np.array([thresholds[task]])
         for field in CATEGORY_FIELDS:
-            codes, probs = scores.categories(field)
-            labelled = [i for i, ex in enumerate(examples) if getattr(ex, field) is not None]
-            if codes and labelled:
+            index, true, probs, codes = labelled_sets(examples, scores, field)
+            if index:
                 cut = np.array([thresholds[f"{field}/{c}"] for c in codes])
                 arrays[f"{name}|{field}|jaccard"] = np.array([
-                    jaccard(set(getattr(examples[i], field)), {c for c, hit in zip(codes, probs[i] >= cut) if hit})
-                    for i in labelled], dtype=np.float32)
+                    jaccard(t, {c for c, hit in zip(codes, row >= cut) if hit}) for t, row in zip(true, probs)],
+                    dtype=np.float32)
     return arrays, summary, 1000 * seconds / max(rows, 1)
 
 
