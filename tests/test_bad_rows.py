@@ -18,6 +18,20 @@ FAULTS = {  # name -> (line bytes, field the error must name, words the message 
     "empty text": (b'{"prompt": "   ", "prompt_harmful": 1}', "prompt", "empty"),
     "invalid utf-8": (b'{"prompt": "caf\xe9 au lait", "prompt_harmful": 0}', "prompt", "invalid UTF-8"),
     "10 MB line": (b'{"prompt": "' + b"a" * 10_000_000 + b'"}', None, "longer than"),
+    # found by trying the intake as an attacker would (each was a traceback, or accepted but wrong)
+    "null text": (b'{"prompt": null, "prompt_harmful": 1}', "prompt", "null"),
+    "nested category list": (b'{"prompt": "x", "prompt_categories": [["S1"]]}', "prompt_categories", "category"),
+    "category objects": (b'{"prompt": "x", "prompt_categories": [{"c": "S1"}]}', "prompt_categories", "category"),
+    "number as rationale": (b'{"prompt": "x", "rationale": 5}', "rationale", "pairs"),
+    "flat list as rationale": (b'{"prompt": "x", "rationale": [1, 2]}', "rationale", "pairs"),
+    "100,000-deep nesting": (b'{"prompt": ' + b"[" * 100_000 + b"]" * 100_000 + b"}", None, "nested"),
+    "lone surrogate escape": (b'{"prompt": "x\\ud800"}', "prompt", "surrogate"),
+    "lone surrogate in response": (b'{"prompt": "x", "response": "\\udfff"}', "response", "surrogate"),
+    "NUL escape": (b'{"prompt": "a\\u0000b"}', "prompt", "NUL"),
+    "duplicate key": (b'{"prompt": "a", "prompt": "b"}', "prompt", "duplicate key"),
+    "100,000-digit number": (b'{"prompt": "x", "prompt_harmful": ' + b"1" * 100_000 + b"}", None, "digits"),
+    "NaN label": (b'{"prompt": "x", "prompt_harmful": NaN}', None, "not a JSON value"),
+    "list as id": (b'{"prompt": "x", "id": [1]}', "id", "expected text"),
 }
 
 

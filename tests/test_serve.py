@@ -153,21 +153,26 @@ def test_limits_and_malformed_requests_get_clear_errors(guard):
         wrong_type = post({"input": 42})
         missing = post({"text": "hi"})
         huge = post(None, content=b"x" * 2_000_000, headers={"content-type": "application/json"})
-        unusual = ["emoji 😀🔥 and RTL שלום مرحبا", "zero\u200bwidth and combining e\u0301", "null \u0000 byte",
+        unusual = ["emoji 😀🔥 and RTL שלום مرحبا", "zero\u200bwidth and combining e\u0301", "tab\tand\nnewline",
                    "\U0001F9EA" * 20]
+        nul = post({"input": ["fine", "null \u0000 byte"]})
         odd = post({"input": unusual})
         surrogate = post(None, content=b'{"input": "lone \\ud800 surrogate"}',
                          headers={"content-type": "application/json"})
     assert too_long.status_code == 413 and "100" in too_long.json()["error"]["message"]
     assert too_many.status_code == 413 and too_many.json()["error"]["param"] == "input"
     assert empty.status_code == 422 and blank.status_code == 422
+    assert broken.status_code == 400 and "invalid JSON" in broken.json()["error"]["message"]
     for r in (broken, wrong_type, missing):
-        assert r.status_code == 422 and r.json()["error"]["type"] == "invalid_request_error"
+        assert r.json()["error"]["type"] == "invalid_request_error"
+    assert wrong_type.status_code == missing.status_code == 422
     assert huge.status_code == 413
+    assert nul.status_code == 422 and nul.json()["error"]["param"] == "input[1]" and "NUL" in nul.json()["error"]["message"]
     assert odd.status_code == 200 and len(odd.json()["results"]) == 4
     direct = guard.score([Example(prompt=t) for t in unusual])["prompt_harmful"]
     assert [r["guardtune"]["prompt_harmful"] for r in odd.json()["results"]] == pytest.approx(direct.tolist())
-    assert surrogate.status_code in (200, 422)  # never a 500
+    assert surrogate.status_code == 422 and surrogate.json()["error"]["param"] == "input"  # rejected, named
+    assert "surrogate" in surrogate.json()["error"]["message"]
 
 
 def test_a_full_queue_answers_503_and_a_slow_guard_504(guard):

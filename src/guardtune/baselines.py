@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -25,7 +26,16 @@ def text_of(example: Example) -> str:
     return prompt if response is None else f"{prompt}\n{response}"
 
 
+# the two vectorisers: word 1-2-grams and character 2-5-grams (within word boundaries), sublinear TF, l2 norm
+VECTORIZERS = {"word": {"analyzer": "word", "ngram_range": (1, 2)}, "char": {"analyzer": "char_wb", "ngram_range": (2, 5)}}
+TFIDF_VOCABULARY = "tfidf-vocabulary.json"  # the terms of each vectoriser (plain JSON)
+TFIDF_WEIGHTS = "tfidf.safetensors"  # idf per term, and per output a logistic regression's weights and bias
+
+
 class TfidfGuard(GuardBase):
+    """Word and character n-gram TF-IDF + one logistic regression per output (class-balanced). Saved as JSON and
+    safetensors (never a pickle), so loading someone else's baseline runs no code."""
+
     def __init__(self, labels: LabelSpace | None = None, max_features: int = 200_000, c: float = 4.0, name: str = ""):
         self.labels = labels
         self.max_features = max_features
@@ -36,48 +46,85 @@ class TfidfGuard(GuardBase):
     def fit(self, examples: Sequence[Example]) -> TfidfGuard:
         from sklearn.feature_extraction.text import TfidfVectorizer
         from sklearn.linear_model import LogisticRegression
-        from sklearn.pipeline import FeatureUnion
 
         self.labels = self.labels or LabelSpace.from_examples(examples)
-        self.vectorizer_ = FeatureUnion([
-            ("word", TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True, min_df=2, max_features=self.max_features)),
-            ("char", TfidfVectorizer(analyzer="char_wb", ngram_range=(2, 5), sublinear_tf=True, min_df=2,
-                                     max_features=self.max_features))])
-        features = self.vectorizer_.fit_transform([text_of(ex) for ex in examples])
+        texts = [text_of(ex) for ex in examples]
+        self.vectorizers_ = {name: TfidfVectorizer(sublinear_tf=True, min_df=2, max_features=self.max_features,
+                                                   **options).fit(texts) for name, options in VECTORIZERS.items()}
+        features = self._features(texts)
         y, known = self.labels.targets(examples)
-        self.models_: list[Any] = []
+        self.weights_: list[tuple[np.ndarray, float] | float] = []  # (coefficients, intercept), or a constant rate
         for j in range(len(self.labels.outputs)):
             rows, target = known[:, j], y[known[:, j], j]
             if len(np.unique(target)) < 2:  # one class only: predict its rate
-                self.models_.append(float(target.mean()) if len(target) else 0.0)
+                self.weights_.append(float(target.mean()) if len(target) else 0.0)
                 continue
-            model = LogisticRegression(C=self.c, max_iter=2000, class_weight="balanced")
-            self.models_.append(model.fit(features[rows], target))
+            model = LogisticRegression(C=self.c, max_iter=2000, class_weight="balanced").fit(features[rows], target)
+            self.weights_.append((model.coef_[0].astype(np.float64), float(model.intercept_[0])))
         return self
 
+    def _features(self, texts: list[str]) -> Any:
+        from scipy.sparse import hstack
+
+        return hstack([self.vectorizers_[name].transform(texts) for name in VECTORIZERS]).tocsr()
+
     def _score(self, examples: Sequence[Example], batch_size: int | None, show_progress: bool) -> Scores:
-        features = self.vectorizer_.transform([text_of(ex) for ex in examples])
-        columns = [np.full(len(examples), m) if isinstance(m, float) else m.predict_proba(features)[:, 1]
-                   for m in self.models_]
+        features = self._features([text_of(ex) for ex in examples])
+        columns = [np.full(len(examples), w) if isinstance(w, float) else
+                   1 / (1 + np.exp(-(features @ w[0] + w[1]))) for w in self.weights_]  # LogisticRegression's own
         return Scores(self.labels, np.stack(columns, axis=1).astype(np.float32))
 
     def save(self, directory: str | Path) -> Path:
-        import joblib
+        import torch
+        from safetensors.torch import save_file
 
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        joblib.dump({"vectorizer": self.vectorizer_, "models": self.models_}, directory / "tfidf.joblib")
+        vocabulary = {name: sorted(v.vocabulary_, key=v.vocabulary_.get) for name, v in self.vectorizers_.items()}
+        (directory / TFIDF_VOCABULARY).write_text(json.dumps(vocabulary, ensure_ascii=False), encoding="utf-8")
+        tensors = {f"idf.{name}": torch.from_numpy(v.idf_.astype(np.float64)) for name, v in self.vectorizers_.items()}
+        for j, w in enumerate(self.weights_):
+            if isinstance(w, float):
+                tensors[f"rate.{j}"] = torch.tensor([w], dtype=torch.float64)
+            else:
+                tensors[f"coef.{j}"] = torch.from_numpy(w[0])
+                tensors[f"intercept.{j}"] = torch.tensor([w[1]], dtype=torch.float64)
+        save_file(tensors, str(directory / TFIDF_WEIGHTS))
         self.labels.save(directory)
         record_kind(directory, "tfidf", c=self.c, max_features=self.max_features)
         return directory
 
 
 def load_tfidf(directory: Path, info: dict[str, Any]) -> TfidfGuard:
-    import joblib
+    """A saved TF-IDF baseline: vocabularies from JSON, numbers from safetensors; checked against each other."""
+    from safetensors.numpy import load_file
+    from sklearn.feature_extraction.text import TfidfVectorizer
 
-    guard = TfidfGuard(LabelSpace.read(directory), info["max_features"], info["c"], name=directory.name)
-    state = joblib.load(directory / "tfidf.joblib")  # our own file, written by TfidfGuard.save
-    guard.vectorizer_, guard.models_ = state["vectorizer"], state["models"]
+    if not (directory / TFIDF_WEIGHTS).is_file():
+        old = " (a tfidf.joblib from an older guardtune is a pickle and is never loaded: train it again)" \
+            if (directory / "tfidf.joblib").exists() else ""
+        raise FileNotFoundError(f"{directory}: no {TFIDF_WEIGHTS}{old}")
+    labels = LabelSpace.read(directory)
+    guard = TfidfGuard(labels, int(info.get("max_features", 200_000)), float(info.get("c", 4.0)), name=directory.name)
+    vocabulary = json.loads((directory / TFIDF_VOCABULARY).read_text(encoding="utf-8"))
+    tensors = load_file(str(directory / TFIDF_WEIGHTS))
+    guard.vectorizers_ = {}
+    for name, options in VECTORIZERS.items():
+        terms = vocabulary.get(name)
+        if not isinstance(terms, list) or not all(isinstance(t, str) for t in terms) or len(set(terms)) != len(terms):
+            raise ValueError(f"{directory / TFIDF_VOCABULARY}: {name!r} must be a list of distinct terms")
+        vectorizer = TfidfVectorizer(sublinear_tf=True, vocabulary={t: i for i, t in enumerate(terms)}, **options)
+        vectorizer.idf_ = tensors[f"idf.{name}"]  # checked against the vocabulary's size by scikit-learn
+        guard.vectorizers_[name] = vectorizer
+    width = sum(len(vocabulary[name]) for name in VECTORIZERS)
+    guard.weights_ = []
+    for j, output in enumerate(labels.outputs):
+        if f"rate.{j}" in tensors:
+            guard.weights_.append(float(tensors[f"rate.{j}"][0]))
+        elif f"coef.{j}" in tensors and tensors[f"coef.{j}"].shape == (width,):
+            guard.weights_.append((tensors[f"coef.{j}"], float(tensors[f"intercept.{j}"][0])))
+        else:
+            raise ValueError(f"{directory / TFIDF_WEIGHTS}: no weights of {width} features for output {output!r}")
     guard.thresholds = Thresholds.read(directory)
     return guard
 

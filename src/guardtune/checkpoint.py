@@ -30,7 +30,11 @@ BEST = "best"
 
 
 def rng_state() -> dict[str, Any]:
-    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+    """Every generator's state as tensors, numbers and tuples only: what torch.load(weights_only=True) reads."""
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    state = {"torch": torch.get_rng_state(), "python": random.getstate(),
+             "numpy": {"name": name, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                       "has_gauss": int(has_gauss), "cached_gaussian": float(cached)}}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
@@ -38,7 +42,9 @@ def rng_state() -> dict[str, Any]:
 
 def set_rng_state(state: dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
-    np.random.set_state(state["numpy"])
+    n = state["numpy"]
+    np.random.set_state((n["name"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"],
+                         n["cached_gaussian"]))
     random.setstate(state["python"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
@@ -89,11 +95,26 @@ def latest(root: Path) -> Path | None:
 def load(path: Path, model: torch.nn.Module, optimizer: Any, scheduler: Any) -> tuple[dict[str, Any], dict | None]:
     """Restore tensors, optimiser, scheduler and RNGs; return (progress, method state)."""
     load_trainable_state(model, load_file(str(path / "trainable.safetensors")))
-    state = torch.load(path / "state.pt", weights_only=False)  # our own file, written by save() above
+    state = read_state(path / "state.pt")
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
     set_rng_state(state["rng"])
     return json.loads((path / "progress.json").read_text(encoding="utf-8")), state["method"]
+
+
+def read_state(path: Path) -> dict[str, Any]:
+    """The optimiser/scheduler/RNG state, read with torch.load(weights_only=True): tensors, numbers, strings and
+    containers only. A run directory may come from anyone; a pickle that would run code is refused."""
+    import pickle
+
+    try:
+        state = torch.load(path, weights_only=True)
+    except pickle.UnpicklingError as err:
+        raise ValueError(f"{path}: refused: it holds Python objects other than tensors and plain data, and "
+                         f"loading it would run code ({str(err).splitlines()[0][:200]})") from None
+    if not isinstance(state, dict) or not {"optimizer", "scheduler", "rng"} <= set(state):
+        raise ValueError(f"{path}: not a guardtune checkpoint state")
+    return state
 
 
 def save_best(root: Path, model: torch.nn.Module, info: dict[str, Any]) -> None:

@@ -39,6 +39,7 @@ class TrainResult:
     guard: Guard | Rewriter | None = None  # the trained guard, in memory (main process only)
     examples: int = 0  # training examples seen (all processes, a resumed run's earlier part included)
     seconds: float = 0.0  # wall time spent in training steps, validation included (likewise)
+    data: dict[str, dict[str, Any]] | None = None  # per split: rows read, accepted, rejected; the rejects file
 
 
 HOLDOUT = {"train": 0.9, "validation": 0.1}
@@ -48,6 +49,8 @@ def read_data(cfg: TrainConfig, run_dir: Path) -> dict[str, Loaded | None]:
     """train / validation / test. `validation: holdout` keeps a grouped 10% of the training data aside (for
     datasets without a validation split); the rest trains."""
     rejects = run_dir / "rejects.jsonl" if cfg.data.on_bad_row == "skip" else None
+    if rejects is not None and rejects.exists():
+        rejects.unlink()  # this run's rejects only: a resumed or repeated run reads its data again
     out = {split: load_any(value, cfg.data.on_bad_row, rejects) if value not in (None, "holdout") else None
            for split in ("train", "validation", "test") for value in [getattr(cfg.data, split)]}
     if cfg.data.validation == "holdout":
@@ -56,6 +59,15 @@ def read_data(cfg: TrainConfig, run_dir: Path) -> dict[str, Loaded | None]:
             Loaded(grouped_split(train.examples, part, cfg.training.seed, HOLDOUT), train.report,
                    f"{train.label} ({part} {share:.0%})") for part, share in HOLDOUT.items())
     return out
+
+
+def intake_summary(data: dict[str, Loaded | None]) -> dict[str, dict[str, Any]]:
+    """Per split: what was read, accepted and rejected, and where the rejects went (logged and printed)."""
+    return {split: {"read": loaded.report.read, "accepted": loaded.report.accepted,
+                    "rejected": loaded.report.rejected, "excluded": sum(loaded.report.excluded.values()),
+                    "rejects": loaded.report.rejects_path if loaded.report.rejected else None,
+                    "summary": loaded.report.summary()}
+            for split, loaded in data.items() if loaded is not None}
 
 
 def param_groups(model: torch.nn.Module, t: Any) -> list[dict[str, Any]]:
@@ -207,6 +219,8 @@ def train(cfg: TrainConfig, resume: bool = False, overwrite: bool = False, show_
     raw = accelerator.unwrap_model(model)
     progress, log = open_run(cfg, run, accelerator, raw, optimizer, scheduler, method, resume_from, tokenizer,
                              train_set, total)
+    intake = intake_summary(data)
+    _log(log, {"event": "data", **intake})
 
     bar = ui.bar(total, f"training {cfg.method.name}", enabled=show_progress and main, initial=progress["step"])
     window = new_window()
@@ -253,7 +267,9 @@ def train(cfg: TrainConfig, resume: bool = False, overwrite: bool = False, show_
             progress["epoch"] += 1
             progress["batch"] = 0
     bar.close()
-    return _finish(cfg, kind, accelerator, model, tokenizer, data, run, progress, log)
+    result = _finish(cfg, kind, accelerator, model, tokenizer, data, run, progress, log)
+    result.data = intake
+    return result
 
 
 def open_run(cfg, run, accelerator, raw, optimizer, scheduler, method, resume_from, tokenizer, train_set,

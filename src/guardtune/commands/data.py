@@ -69,9 +69,12 @@ def add_parser(commands) -> None:
 
     s = sub.add_parser("validate", help="check a file row by row: every bad row named by line and field",
                        description=VALIDATE_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
-    s.add_argument("file", help="a .jsonl, .csv, .tsv or .parquet file")
+    s.add_argument("file", help="a .jsonl, .csv, .tsv or .parquet file, or a YAML data config")
     s.add_argument("--map", action="append", default=[], metavar="FIELD=COLUMN",
                    help="read FIELD from the file's COLUMN (repeatable), e.g. --map prompt=text")
+    s.add_argument("--label", action="append", nargs="+", default=[], metavar=("FIELD", "WORD=VALUE"),
+                   help="accept words as labels of a binary FIELD (repeatable), e.g. "
+                        "--label prompt_harmful unsafe=1 safe=0")
     s.add_argument("--categories", default="canonical",
                    help=f"scheme of category cells: canonical (S-codes), any, or one of {', '.join(SCHEMES)}")
     s.add_argument("--language", help="language of every row when the file has no language column")
@@ -120,14 +123,14 @@ def _bad_row_options(p: argparse.ArgumentParser) -> None:
 def _load(args: argparse.Namespace, spec: DataSpec | str):
     """A name, file, spec or YAML data config, under the command's bad-row options."""
     on_bad_row = getattr(args, "on_bad_row", "error")
-    if isinstance(spec, str) and is_config(spec):
-        stem = Path(spec).name.split(".")[0]
-        return load_config(spec, on_bad_row, (getattr(args, "rejects", None) or f"{stem}.rejects.jsonl")
-                           if on_bad_row == "skip" else None)
-    spec = DataSpec.parse(spec)
-    stem = Path(spec.path).name.split(".")[0] if spec.path else spec.name
-    rejects = getattr(args, "rejects", None) or f"{stem}.rejects.jsonl"
-    return load(spec, on_bad_row, rejects if on_bad_row == "skip" else None)
+    config = isinstance(spec, str) and is_config(spec)
+    if not config:
+        spec = DataSpec.parse(spec)
+    stem = Path(spec if config else (spec.path or spec.name)).name.split(".")[0].replace(":", "-")
+    rejects = Path(getattr(args, "rejects", None) or f"{stem}.rejects.jsonl") if on_bad_row == "skip" else None
+    if rejects is not None:
+        rejects.unlink(missing_ok=True)  # each run writes its own rejects file
+    return load_config(spec, on_bad_row, rejects) if config else load(spec, on_bad_row, rejects)
 
 
 def cmd_list(args: argparse.Namespace) -> int:
@@ -204,17 +207,42 @@ def cmd_stats(args: argparse.Namespace) -> int:
     return 0
 
 
+def word_labels(items: list[list[str]]) -> dict[str, dict[str, int]]:
+    """--label FIELD WORD=VALUE ... -> {FIELD: {WORD: VALUE}}; values are 0 or 1."""
+    labels: dict[str, dict[str, int]] = {}
+    for field, *pairs in items:
+        if field not in BINARY_TASKS:
+            raise ValueError(f"--label {field}: not a binary field; choose from {', '.join(BINARY_TASKS)}")
+        if not pairs:
+            raise ValueError(f"--label {field} needs WORD=VALUE pairs, e.g. --label {field} unsafe=1 safe=0")
+        for pair in pairs:
+            word, sep, value = pair.rpartition("=")
+            if not sep or not word or value not in ("0", "1"):
+                raise ValueError(f"--label {field}: expected WORD=0 or WORD=1, got {pair!r}")
+            labels.setdefault(field, {})[word] = int(value)
+    return labels
+
+
 def cmd_validate(args: argparse.Namespace) -> int:
+    if is_config(args.file):
+        if args.map or args.label:
+            raise ValueError("--map and --label apply to a file; a YAML data config carries its own mapping")
+        loaded = _load(args, args.file)
+        return _validated(args.file, loaded.report)
     columns = {}
     for item in args.map:
         field, sep, column = item.partition("=")
         if not sep:
             raise ValueError(f"--map expects FIELD=COLUMN, got {item!r}")
         columns[field.strip()] = column.strip()
-    spec = DataSpec(path=args.file, columns=columns, categories=args.categories, language=args.language)
+    spec = DataSpec(path=args.file, columns=columns, labels=word_labels(args.label), categories=args.categories,
+                    language=args.language)
     loaded = _load(args, spec)
-    report = loaded.report
-    console().print(f"{args.file}: {report.summary()}")
+    return _validated(args.file, loaded.report)
+
+
+def _validated(name: str, report) -> int:
+    console().print(f"{name}: {report.summary()}")
     for line in report.first_errors:
         console().print(f"  {line}")
     if not report.reconciles:

@@ -21,6 +21,7 @@ import sys
 import time
 from pathlib import Path
 
+from guardtune.commands import add_trust_argument
 from guardtune.ui import console, table
 
 
@@ -29,9 +30,7 @@ def add_parser(commands) -> None:
     p = commands.add_parser("eval", help="metrics with intervals, slices, plots and a report for a guard",
                             description=__doc__, formatter_class=formatter)
     p.add_argument("guard", metavar="RUN", help="a run directory, or hf:<model id or path>")
-    p.add_argument("--trust-remote-code", action="store_true",
-                    help="run the backbone's own Python code from the hub (only for models you trust; a run "
-                         "directory can never turn this on)")
+    add_trust_argument(p)
     p.add_argument("--data", action="append", required=True, metavar="NAME[:split]",
                    help="a dataset, file or YAML data config; repeat for several")
     p.add_argument("--out", help="output directory (default: the run directory)")
@@ -39,15 +38,16 @@ def add_parser(commands) -> None:
     p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the 95%% intervals (0: none)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-plots", action="store_true")
+    p.add_argument("--on-bad-row", choices=("error", "skip"), default="error",
+                   help="error: stop at the first bad row (default); skip: write it to the rejects file and go on")
+    p.add_argument("--rejects", help="with --on-bad-row skip: the rejects JSONL (default: <out>/eval-rejects.jsonl)")
     _label_map_argument(p)
     p.set_defaults(run=run_eval, parser=p)
 
     c = commands.add_parser("calibrate", help="choose decision thresholds (and temperatures) on validation data",
                             description=__doc__, formatter_class=formatter)
     c.add_argument("guard", metavar="RUN", help="the run directory to calibrate (thresholds.json is written there)")
-    c.add_argument("--trust-remote-code", action="store_true",
-                    help="run the backbone's own Python code from the hub (only for models you trust; a run "
-                         "directory can never turn this on)")
+    add_trust_argument(c)
     c.add_argument("--data", action="append", required=True, metavar="NAME[:split]",
                    help="labelled validation data (not the test split); repeat for several")
     c.add_argument("--strategy", choices=("max_f1", "fpr", "recall"), default="max_f1",
@@ -85,10 +85,10 @@ def _label_map_argument(p) -> None:
                    help="for hf: guards, which checkpoint label is which output (e.g. toxic=prompt_harmful)")
 
 
-def load_sets(names: list[str]) -> list:
+def load_sets(names: list[str], on_bad_row: str = "error", rejects: Path | None = None) -> list:
     from guardtune.data import load_any
 
-    return [load_any(name) for name in names]
+    return [load_any(name, on_bad_row, rejects) for name in names]
 
 
 def run_eval(args: argparse.Namespace) -> int:
@@ -104,9 +104,19 @@ def run_eval(args: argparse.Namespace) -> int:
                "bootstrap": args.bootstrap, "seed": args.seed, "datasets": {}}
     arrays = {}
     comparison = {}
-    for loaded in load_sets(args.data):
+    rejects = None
+    if args.on_bad_row == "skip":
+        rejects = Path(args.rejects) if args.rejects else out / "eval-rejects.jsonl"
+        rejects.unlink(missing_ok=True)  # this evaluation's rejects only
+    for loaded in load_sets(args.data, args.on_bad_row, rejects):
         results["datasets"][loaded.label], arrays[loaded.label] = evaluate.evaluate_set(
             guard, loaded.examples, args.bootstrap, args.seed)
+        report_ = loaded.report
+        results["datasets"][loaded.label]["intake"] = {
+            "read": report_.read, "accepted": report_.accepted, "rejected": report_.rejected,
+            "excluded": sum(report_.excluded.values()), "rejects": str(rejects) if report_.rejected else None}
+        if report_.rejected or report_.excluded:
+            console().print(f"[yellow]{loaded.label}[/yellow]: {report_.summary()}")
         if other is not None:
             _, other_arrays = evaluate.evaluate_set(other, loaded.examples, 0, args.seed)
             comparison[loaded.label] = evaluate.compare(arrays[loaded.label], other_arrays, args.bootstrap, args.seed)

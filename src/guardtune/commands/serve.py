@@ -24,6 +24,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from guardtune.commands import add_trust_argument
 from guardtune.ui import console
 
 if TYPE_CHECKING:  # the command's --help must not import torch
@@ -35,23 +36,22 @@ def add_parser(commands) -> None:
     m = commands.add_parser("moderate", help="verdicts for a text, or for a JSONL file (streaming, resumable)",
                             description=__doc__, formatter_class=formatter)
     m.add_argument("guard", metavar="RUN", help="a run directory, or hf:<model id or path>")
-    m.add_argument("--trust-remote-code", action="store_true",
-                    help="run the backbone's own Python code from the hub (only for models you trust; a run "
-                         "directory can never turn this on)")
+    add_trust_argument(m)
     m.add_argument("text", nargs="?", help="the prompt to judge (or use --file)")
     m.add_argument("--response", help="the assistant's response to judge with the prompt")
     m.add_argument("--file", help="JSON Lines input: id, prompt (or text), optional response")
     m.add_argument("--out", help="with --file: where verdicts go (default: <file>.verdicts.jsonl)")
     m.add_argument("--batch-size", type=int, default=64, help="texts scored per model call")
+    m.add_argument("--key", choices=("id", "line"), default="id",
+                   help="with --file: what names a verdict (and lets a re-run resume): each line's id "
+                        "(default; ids must be unique) or its line number")
     m.add_argument("--json", action="store_true", help="print the verdict as JSON instead of a table")
     m.set_defaults(run=run_moderate, parser=m)
 
     s = commands.add_parser("serve", help="an OpenAI-compatible moderation server (FastAPI + uvicorn)",
                             description=__doc__, formatter_class=formatter)
     s.add_argument("guard", metavar="RUN", help="a run directory, or hf:<model id or path>")
-    s.add_argument("--trust-remote-code", action="store_true",
-                    help="run the backbone's own Python code from the hub (only for models you trust; a run "
-                         "directory can never turn this on)")
+    add_trust_argument(s)
     s.add_argument("--host", default="127.0.0.1", help="interface to listen on (0.0.0.0: every interface)")
     s.add_argument("--port", type=int, default=8000)
     s.add_argument("--max-batch", type=int, default=32, help="texts scored together at most (1: no batching)")
@@ -77,7 +77,7 @@ def run_moderate(args: argparse.Namespace) -> int:
     guard = guardtune.load(args.guard, trust_remote_code=args.trust_remote_code)
     if args.file:
         out = Path(args.out) if args.out else Path(f"{args.file}.verdicts.jsonl")
-        done, new = moderate_file(guard, Path(args.file), out, args.batch_size)
+        done, new = moderate_file(guard, Path(args.file), out, args.batch_size, key_by=args.key)
         console().print(f"{new} verdicts written, {done} already there -> {out}")
         return 0
     result = guard.moderate(args.text, args.response)
@@ -98,16 +98,18 @@ def run_moderate(args: argparse.Namespace) -> int:
     return 0
 
 
-def moderate_file(guard: Guard, source: Path, out: Path, batch_size: int = 64,
-                  show_progress: bool = True) -> tuple[int, int]:
+def moderate_file(guard: Guard, source: Path, out: Path, batch_size: int = 64, show_progress: bool = True,
+                  key_by: str = "id") -> tuple[int, int]:
     """Stream `source` (JSONL) through the guard into `out`, skipping ids `out` already has. A line cut off
-    by a crash is removed first. Returns (already done, newly written)."""
+    by a crash is removed first. Verdicts are keyed by each line's id (a repeated id is an error naming both
+    lines, never a silent drop) or, with key_by="line", by line number. Returns (already done, newly written)."""
     from guardtune.data.example import Example
+    from guardtune.data.reading import JSONRejected, loads
     from guardtune.guard import verdict
     from guardtune.ui import bar
 
     done = _written_ids(out)
-    total = sum(1 for _ in source.open(encoding="utf-8"))
+    total = _check_keys(source, key_by)
     progress = bar(total, "moderating", enabled=show_progress, initial=0)
     new = 0
     pending: list[tuple[str, Example]] = []
@@ -131,10 +133,10 @@ def moderate_file(guard: Guard, source: Path, out: Path, batch_size: int = 64,
                     progress.update(1)
                     continue
                 try:
-                    row = json.loads(line)
-                    key = str(row.get("id", f"line-{number}"))
+                    row = loads(line)
+                    key = _key(row, number, key_by)
                     example = Example(prompt=row.get("prompt", row.get("text")), response=row.get("response"))
-                except (ValueError, TypeError, AttributeError) as err:
+                except (ValueError, TypeError, AttributeError, JSONRejected) as err:
                     raise ValueError(f"{source}:{number}: {err} (each line needs a prompt or text)") from None
                 if key in done:
                     progress.update(1)
@@ -146,6 +148,36 @@ def moderate_file(guard: Guard, source: Path, out: Path, batch_size: int = 64,
             flush()
     progress.close()
     return total - new, new
+
+
+def _key(row: dict, number: int, key_by: str) -> str:
+    if key_by == "line" or "id" not in row:
+        return f"line-{number}"
+    if isinstance(row["id"], (dict, list)) or row["id"] is None:
+        raise ValueError(f"id must be text or a number, got {row['id']!r}")
+    return str(row["id"])
+
+
+def _check_keys(source: Path, key_by: str) -> int:
+    """The number of lines, after checking that no two lines share an id (with key_by="id")."""
+    from guardtune.data.reading import loads
+
+    seen: dict[str, int] = {}
+    total = 0
+    with source.open(encoding="utf-8", errors="replace") as lines:
+        for number, line in enumerate(lines, 1):
+            total = number
+            if key_by != "id" or not line.strip():
+                continue
+            try:
+                key = _key(loads(line), number, key_by)
+            except Exception:  # noqa: BLE001 - the scoring pass reports the line's own error, located
+                continue
+            if key in seen:
+                raise ValueError(f"{source}:{number}: id {key!r} is also on line {seen[key]}; each line needs its "
+                                 "own id, or pass --key line to name verdicts by line number")
+            seen[key] = number
+    return total
 
 
 def _written_ids(out: Path) -> set[str]:

@@ -58,6 +58,9 @@ def print_result(result) -> None:
         return
     out = console()
     best = f", best validation at step {result.best['step']}" if result.best else ""
+    for split, info in (result.data or {}).items():
+        if info["rejected"] or info["excluded"]:
+            out.print(f"[yellow]{split}[/yellow]: {info['summary']}")
     out.print(f"[bold]trained[/bold] {result.steps} steps{best}; the guard is in {result.run_dir}")
     if result.test:
         binary = {k: m for k, m in result.test.items() if "auprc" in m}

@@ -24,10 +24,12 @@ Span = tuple[int, int]
 class FieldError(ValueError):
     """A value that does not fit one field of `Example`; `field` names it."""
 
-    def __init__(self, field: str, message: str):
-        super().__init__(f"{field}: {message}")
+    def __init__(self, field: str, message: str, column: str | None = None):
+        where = f"{field} (column {column!r})" if column and column != field else field
+        super().__init__(f"{where}: {message}")
         self.field = field
         self.message = message
+        self.column = column  # the source file's column, when it has another name than the field
 
 
 @dataclass(frozen=True, slots=True)

@@ -29,6 +29,17 @@ def _text(value: Any) -> Any:
 
 def row_to_example(row: dict, columns: dict[str, str], labels: dict[str, dict], scheme: str,
                    language: str | None, source: str, default_id: str = "") -> Example:
+    """One row in the file's columns -> an Example. An error names the schema field and, when the file calls it
+    something else, the column (`prompt_harmful (column 'label'): ...`)."""
+    try:
+        return _convert(row, columns, labels, scheme, language, source, default_id)
+    except FieldError as err:
+        field = next((f for f, c in columns.items() if c == err.field), err.field)  # a column name -> its field
+        raise FieldError(field, err.message, columns.get(field, err.column)) from None
+
+
+def _convert(row: dict, columns: dict[str, str], labels: dict[str, dict], scheme: str,
+             language: str | None, source: str, default_id: str) -> Example:
     def get(name: str) -> Any:
         return _text(row.get(columns.get(name, name)))
 
@@ -66,6 +77,12 @@ def load_file(path: str | Path, intake: Intake, columns: dict[str, str] | None =
         raise FileNotFoundError(f"{path}: no such file")
     columns, labels = dict(columns or {}), dict(labels or {})
     source = path.name.split(".")[0]
+    seen: set[str] = set()
     for where, row in read_table(path, intake, max_line_bytes):
+        seen.update(row)
         intake.take(where, row, lambda r, w=where: row_to_example(r, columns, labels, categories, language,
                                                                   source, f"{source}:{w.index}"))
+    missing = {field: column for field, column in columns.items() if column not in seen}
+    if missing and seen:  # a misspelt mapping would leave every row unlabelled, silently
+        raise ValueError(f"{path}: no row has the column(s) {', '.join(f'{c!r} (for {f})' for f, c in missing.items())}"
+                         f"; its columns: {', '.join(sorted(seen))}")

@@ -37,15 +37,18 @@ class Location:
 class RowError(ValueError):
     """A malformed input row, located by file, line (or row) and field."""
 
-    def __init__(self, where: Location, field: str | None, message: str, raw: Any = None):
-        self.where, self.field, self.message, self.raw = where, field, message, raw
-        super().__init__(f"{where}: {field or '(row)'}: {message}")
+    def __init__(self, where: Location, field: str | None, message: str, raw: Any = None, column: str | None = None):
+        self.where, self.field, self.message, self.raw, self.column = where, field, message, raw, column
+        named = f"{field} (column {column!r})" if column and column != field else (field or "(row)")
+        super().__init__(f"{where}: {named}: {message}")
 
     def to_json(self) -> dict[str, Any]:
         raw = self.raw if isinstance(self.raw, (str, dict, list)) or self.raw is None else repr(self.raw)
         text = raw if isinstance(raw, str) else json.dumps(raw, ensure_ascii=False, default=str)
         out = {"file": self.where.path, self.where.unit: self.where.index, "field": self.field,
                "error": self.message, "raw": text[:RAW_KEEP_CHARS]}
+        if self.column and self.column != self.field:
+            out["column"] = self.column
         if len(text) > RAW_KEEP_CHARS:
             out["raw_truncated"] = True
         return out
@@ -58,8 +61,12 @@ def reject_line(record: dict[str, Any]) -> str:
     try:
         line.encode("utf-8")
     except UnicodeEncodeError:
-        line = json.dumps(record, ensure_ascii=True, default=str)
-    return line
+        return json.dumps(record, ensure_ascii=True, default=str)
+    # characters that str.splitlines() and some editors take for line ends, escaped: one reject, one line
+    return line.translate(LINE_BREAKS)
+
+
+LINE_BREAKS = {ord(c): f"\\u{ord(c):04x}" for c in "\x85\u2028\u2029\x0b\x0c\x1c\x1d\x1e"}
 
 
 class Excluded(Exception):
@@ -125,7 +132,7 @@ class Intake:
             self.report.excluded[str(why)] += 1
             return
         except FieldError as err:
-            self._bad(RowError(where, err.field, err.message, raw), counted=True)
+            self._bad(RowError(where, err.field, err.message, raw, err.column), counted=True)
             return
         except UnknownCategory as err:
             self._bad(RowError(where, "categories", str(err), raw), counted=True)

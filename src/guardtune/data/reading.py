@@ -151,37 +151,69 @@ def read_jsonl(path: str | Path, intake: Intake, max_bytes: int = MAX_LINE_BYTES
         yield where, row
 
 
+MAX_RECORD_LINES = 10_000  # a quoted CSV field may span lines (a long answer), but not this many: an unclosed quote
+
+
 def read_records(path: str | Path, intake: Intake, delimiter: str = ",",
                  max_bytes: int = MAX_LINE_BYTES) -> Iterator[tuple[Location, list[str]]]:
     """CSV/TSV records with standard double-quote quoting (a field may span lines), each located by the
-    line it starts on. Blank lines are skipped; undecodable bytes stay as surrogates for the caller."""
+    line it starts on. Blank lines are skipped; undecodable bytes stay as surrogates for the caller.
+
+    A record that cannot be parsed is rejected at the line it starts on, and reading goes on from the next
+    line: an unterminated quote (a field running to the end of the file, or over MAX_RECORD_LINES lines or
+    `max_bytes`) costs that one line, never the good rows after it."""
+    import io
+
     csv.field_size_limit(max(max_bytes, 131072))
     oversized: set[int] = set()
-    numbered = iter_lines(path, oversized, max_bytes)
-    current = {"line": 0}
+    source = iter_lines(path, oversized, max_bytes)
+    pending: list[tuple[int, str]] = []  # lines handed back after a bad record, to be read again
 
-    def lines() -> Iterator[str]:
-        for number, text in numbered:
-            current["line"] = number
-            yield text
+    def next_line() -> tuple[int, str] | None:
+        if pending:
+            return pending.pop()
+        return next(source, None)
 
-    reader = csv.reader(lines(), delimiter=delimiter, strict=True)
-    start = 1
-    while True:
-        try:
-            record = next(reader)
-        except StopIteration:
-            return
-        except csv.Error as err:
-            intake.reject(Location(str(path), "line", start), None, f"broken CSV: {err}")
-            start = current["line"] + 1
-            continue
+    while (first := next_line()) is not None:
+        start = first[0]
         where = Location(str(path), "line", start)
-        start = current["line"] + 1
-        if where.index in oversized:
+        if start in oversized:
             intake.reject(where, None, f"line longer than {max_bytes:,} bytes")
-        elif record:
-            yield where, record
+            continue
+        buffer, quotes, size = [first], first[1].count('"'), len(first[1])
+        while True:
+            inside = quotes % 2 == 1 and len(buffer) > 1  # an open quoted field stays open until the quotes pair
+            text = "" if inside else "".join(t for _, t in buffer)
+            try:
+                if inside:  # read on before parsing again (parsing at every line would be quadratic)
+                    raise csv.Error("unexpected end of data")
+                records = list(csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, strict=True))
+                problem = None  # several records: old Mac line ends (a bare \r) inside one line; each is a row
+            except csv.Error as err:
+                records, problem = [], f"broken CSV: {err}"
+                if "unexpected end of data" in str(err):  # inside a quoted field: it may go on
+                    more = next_line() if len(buffer) < MAX_RECORD_LINES and size < max_bytes else None
+                    if more is not None and more[0] not in oversized:
+                        buffer.append(more)
+                        quotes, size = quotes + more[1].count('"'), size + len(more[1])
+                        continue
+                    if more is not None:
+                        pending.append(more)
+                    problem = (f"broken CSV: a quoted field opened here is not closed within "
+                               f"{len(buffer)} line(s); the lines after this one are read again")
+            break
+        if problem is not None:
+            pending.extend(reversed(buffer[1:]))  # every line but the first is read again
+            intake.reject(where, None, problem, escaped(first[1]))
+        else:
+            for record in records:
+                if record:
+                    yield where, record
+
+
+def escaped(text: str) -> str:
+    """Raw text for a rejects file: undecodable bytes (kept as surrogates) written as \\xNN escapes."""
+    return text.rstrip("\r\n").encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
 def read_csv(
@@ -197,6 +229,10 @@ def read_csv(
     for where, record in read_records(path, intake, delimiter, max_bytes):
         if header is None:
             header = [h.strip() for h in record]
+            repeated = sorted({h for h in header if header.count(h) > 1})
+            if repeated:
+                raise ValueError(f"{where}: the header repeats column(s) {repeated}: which one is meant is "
+                                 "ambiguous; rename them")
             continue
         if len(record) != len(header):
             intake.reject(where, None, f"broken CSV: expected {len(header)} fields, got {len(record)}",
@@ -205,19 +241,24 @@ def read_csv(
         row = dict(zip(header, record))
         bad = _bad_bytes_field(row)
         if bad is not None:
-            intake.reject(where, bad, "invalid UTF-8")
+            intake.reject(where, bad, "invalid UTF-8", escaped(delimiter.join(record)))
             continue
         yield where, row
 
 
 def read_parquet(path: str | Path, intake: Intake) -> Iterator[tuple[Location, dict]]:
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
     number = 0
-    for batch in pq.ParquetFile(path).iter_batches(batch_size=4096):
-        for row in batch.to_pylist():
-            number += 1
-            yield Location(str(path), "row", number), row
+    try:
+        batches = pq.ParquetFile(path).iter_batches(batch_size=4096)
+        for batch in batches:
+            for row in batch.to_pylist():
+                number += 1
+                yield Location(str(path), "row", number), row
+    except (pa.ArrowException, OSError) as err:
+        raise ValueError(f"{path}: cannot read as Parquet after row {number}: {err}") from None
 
 
 def read_xlsx(path: str | Path, columns: list[str]) -> Iterator[tuple[Location, dict]]:

@@ -102,17 +102,108 @@ def create_app(guard: Guard, settings: ServeSettings | None = None):
     add_error_handlers(app)
     add_limits(app, state)
     add_routes(app, state)
+    app.add_middleware(BodyCheck, limit=body_limit(state.settings), keys=state.settings.api_keys)  # outermost
     return app
 
 
+def body_limit(settings: ServeSettings) -> int:
+    return settings.max_chars * settings.max_inputs * 6 + 65_536  # JSON escapes take at most 6 bytes a char
+
+
+class BodyCheck:
+    """ASGI middleware for POST bodies: read at most `limit` bytes (chunked bodies too: the limit holds while
+    reading, not only by Content-Length), then check the body is UTF-8 JSON that is not nested absurdly deep
+    and has no absurd numbers, answering OpenAI-style 4xx errors; the app then reads the checked body."""
+
+    def __init__(self, app: Any, limit: int, keys: Sequence[str] = ()):
+        self.app, self.limit, self.keys = app, limit, keys
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or scope.get("method") != "POST":
+            return await self.app(scope, receive, send)
+        if self.keys and not authorised(_Headers(scope), self.keys):  # refused unread (the app answers 401)
+            return await self.app(scope, receive, send)
+        chunks, size, more = [], 0, True
+        while more:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.limit:
+                return await _send_error(send, 413, f"request body over the limit of {self.limit} bytes")
+            chunks.append(chunk)
+            more = message.get("more_body", False)
+        body = b"".join(chunks)
+        problem = check_json(body) if body else None
+        if problem:
+            return await _send_error(send, 400, problem)
+        sent = False
+
+        async def replay() -> dict:
+            nonlocal sent
+            if sent:
+                return await receive()
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        await self.app(scope, replay, send)
+
+
+class _Headers:
+    """Just enough of a request for `authorised`: its headers, from an ASGI scope."""
+
+    def __init__(self, scope: dict):
+        self.headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
+
+
+def check_json(body: bytes) -> str | None:
+    """Why a request body is not acceptable JSON, or None."""
+    import json
+
+    from guardtune.data.reading import JSONRejected, loads
+
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as err:
+        return f"the body is not UTF-8 (byte {err.start}: {body[err.start:err.start + 1]!r}); send UTF-8 JSON"
+    try:
+        loads(text.removeprefix("\ufeff"))
+    except JSONRejected as err:
+        return f"invalid JSON body: {err}"
+    except json.JSONDecodeError as err:
+        return f"invalid JSON body: {err.msg} at line {err.lineno} column {err.colno}"
+    except (ValueError, RecursionError) as err:
+        return f"invalid JSON body: {str(err)[:200]}"
+    return None
+
+
+async def _send_error(send: Any, status: int, message: str) -> None:
+    import json
+
+    body = json.dumps({"error": {"message": message, "type": "invalid_request_error", "param": None,
+                                 "code": status}}).encode()
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+    await send({"type": "http.response.body", "body": body})
+
+
 def add_error_handlers(app: Any) -> None:
+    """Every error a client can cause is an OpenAI-style body with a 4xx status; anything else is a 500 with no
+    detail (the traceback stays in the server's log)."""
     from fastapi import Request
     from fastapi.exceptions import RequestValidationError
+    from starlette.exceptions import HTTPException
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError):
         problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'][1:]) or 'body'}: {e['msg']}" for e in exc.errors())
-        return error(422, f"invalid request body: {problems}", "invalid_request_error")
+        return error(422, f"invalid request body: {problems}"[:2000], "invalid_request_error")
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, exc: HTTPException):
+        kind = "invalid_request_error" if exc.status_code < 500 else "server_error"
+        return error(exc.status_code, str(exc.detail), kind, headers=getattr(exc, "headers", None))
 
 
 def add_limits(app: Any, state: State) -> None:
@@ -130,7 +221,7 @@ def add_limits(app: Any, state: State) -> None:
                              "authentication_error", headers={"WWW-Authenticate": "Bearer"})
         else:
             length = request.headers.get("content-length")
-            limit = settings.max_chars * settings.max_inputs * 6 + 65_536  # JSON escapes at most 6 bytes a char
+            limit = body_limit(settings)
             if length is not None and length.isdigit() and int(length) > limit:
                 response = error(413, f"request body of {length} bytes is over the limit of {limit}",
                                  "invalid_request_error")
