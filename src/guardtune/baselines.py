@@ -199,3 +199,81 @@ class HFClassifierGuard(GuardBase):
                 for o in outputs:
                     probs[rows, self.labels.index(o)] = p[:, self.columns[o]]
         return Scores(self.labels, probs)
+
+
+# ---- detoxification baselines (the Rewriter protocol) ----------------------------------------------------------
+
+def words(text: str) -> list[str]:
+    return text.split()
+
+
+def _key(word: str) -> str:
+    return word.lower().strip(".,!?;:'\"()[]*")
+
+
+class CopyRewriter:
+    """The input, unchanged: the floor every detox system must beat on style and the ceiling on similarity."""
+
+    def __init__(self, name: str = "copy"):
+        self.name = name
+
+    def rewrite(self, examples: Sequence[Example], batch_size: int | None = None,
+                show_progress: bool = False) -> list[str]:
+        return [ex.prompt for ex in examples]
+
+    def save(self, directory: str | Path) -> Path:
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        record_kind(directory, "copy")
+        return directory
+
+
+class DeleteRewriter:
+    """The detox literature's "Delete" baseline: drop the words that training pairs delete (a word is in the
+    lexicon when at least `min_count` toxic sources contain it and at least `min_rate` of those rewrites drop
+    it)."""
+
+    def __init__(self, min_count: int = 3, min_rate: float = 0.5, name: str = "delete"):
+        self.min_count, self.min_rate, self.name = min_count, min_rate, name
+        self.lexicon_: set[str] = set()
+
+    def fit(self, examples: Sequence[Example]) -> DeleteRewriter:
+        from collections import Counter
+
+        from guardtune.detox import references_of
+
+        seen: Counter = Counter()
+        dropped: Counter = Counter()
+        for ex in examples:
+            refs = references_of(ex)
+            if not refs:
+                continue
+            kept = {_key(w) for w in words(refs[0])}
+            for key in {_key(w) for w in words(ex.prompt)} - {""}:
+                seen[key] += 1
+                dropped[key] += key not in kept
+        self.lexicon_ = {k for k, n in seen.items() if n >= self.min_count and dropped[k] / n >= self.min_rate}
+        if not seen:
+            raise ValueError("no training pairs with a rewrite to learn the lexicon from")
+        return self
+
+    def rewrite(self, examples: Sequence[Example], batch_size: int | None = None,
+                show_progress: bool = False) -> list[str]:
+        return [" ".join(w for w in words(ex.prompt) if _key(w) not in self.lexicon_) for ex in examples]
+
+    def save(self, directory: str | Path) -> Path:
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        (directory / "lexicon.json").write_text(json.dumps(sorted(self.lexicon_), ensure_ascii=False) + "\n",
+                                               encoding="utf-8")
+        record_kind(directory, "delete", min_count=self.min_count, min_rate=self.min_rate)
+        return directory
+
+
+def load_delete(directory: Path, info: dict[str, Any]) -> DeleteRewriter:
+    rewriter = DeleteRewriter(int(info.get("min_count", 3)), float(info.get("min_rate", 0.5)), name=directory.name)
+    lexicon = json.loads((directory / "lexicon.json").read_text(encoding="utf-8"))
+    if not isinstance(lexicon, list) or not all(isinstance(w, str) for w in lexicon):
+        raise ValueError(f"{directory / 'lexicon.json'}: must be a list of words")
+    rewriter.lexicon_ = set(lexicon)
+    return rewriter

@@ -10,6 +10,7 @@ from guardtune import __version__
 from guardtune.commands import data as data_cmd
 from guardtune.commands import demo as demo_cmd
 from guardtune.commands import evaluate as evaluate_cmd
+from guardtune.commands import rewrite as rewrite_cmd
 from guardtune.commands import serve as serve_cmd
 from guardtune.commands import study as study_cmd
 from guardtune.commands import train as train_cmd
@@ -25,6 +26,7 @@ Start here:
   guardtune calibrate RUN --data NAME     thresholds chosen on validation data, saved in the run
   guardtune moderate RUN "text"           a verdict (or --file in.jsonl --out out.jsonl, resumable)
   guardtune serve RUN --port 8000         an OpenAI-compatible moderation server
+  guardtune rewrite RUN "text"            detoxify a text with a rewriter (or --file, resumable)
   guardtune baseline fewshot --model ID   a few-shot prompted instruct model, no training
   guardtune study STUDY.yaml              compare methods over seeds on matched budgets (configs/study/)
   guardtune data list                     every dataset guardtune can load, and whether it is here
@@ -45,6 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
     train_cmd.add_parser(commands)
     evaluate_cmd.add_parser(commands)
     serve_cmd.add_parser(commands)
+    rewrite_cmd.add_parser(commands)
     study_cmd.add_parser(commands)
     data_cmd.add_parser(commands)
     return parser

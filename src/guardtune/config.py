@@ -23,7 +23,8 @@ DEFAULT_BACKBONE = "sentence-transformers/all-MiniLM-L6-v2"
 class ModelConfig:
     name: str = DEFAULT_BACKBONE  # a hub id or a local directory
     kind: str = "classifier"  # one of guardtune.kinds.KINDS: classifier (a head on the backbone) | generative
-                               # (a causal LM answering in JSON)
+                               # (a causal LM answering in JSON) | rewriter (detox: a seq2seq or causal LM) |
+                               # edit_tagger (detox: keep/delete/insert tags on an encoder)
     pooling: str | None = None  # classifier: last | mean | first; None: mean for encoders, else last
     max_length: int | None = None  # tokens; longer conversations are truncated (prompt and response both kept).
                                    # None: the kind's default (classifier 256, generative 1024: policy + answer)
@@ -34,6 +35,11 @@ class ModelConfig:
     head_dropout: float = 0.1
     policy: str | dict[str, str] | None = None  # generative: category code -> description, or a YAML/JSON file
                                                  # of one; None: the S1-S14 taxonomy
+    references: str = "first"  # rewriter: train on the first reference of each item, or on each (one pair each)
+    unrewritable: str = "skip"  # rewriter: a row without a rewrite is left out (skip) or trained to be copied
+    max_new_tokens: int = 64  # rewriter: the longest rewrite generated
+    phrase_vocab: int = 500  # edit_tagger: how many insertion phrases to learn from the training pairs
+    phrases: list[str] | None = None  # edit_tagger: the learned phrases (written by training; None: learn them)
 
     def __post_init__(self) -> None:
         from guardtune.kinds import KINDS
@@ -42,6 +48,9 @@ class ModelConfig:
             raise ValueError(f"model.kind must be one of {', '.join(KINDS)}, got {self.kind!r}")
         if self.max_length is None:
             object.__setattr__(self, "max_length", KINDS[self.kind].max_length)
+        for name, choices in (("references", ("first", "each")), ("unrewritable", ("skip", "copy"))):
+            if getattr(self, name) not in choices:
+                raise ValueError(f"model.{name} must be one of {', '.join(choices)}, got {getattr(self, name)!r}")
 
 
 @dataclass(frozen=True)

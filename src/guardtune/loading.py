@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from guardtune.guard import GUARD_FILE, Guard, Thresholds
+from guardtune.guard import GUARD_FILE, Guard, Rewriter, Thresholds
 from guardtune.kinds import KINDS
 
 @dataclass(frozen=True)
@@ -48,7 +48,7 @@ def read_kind(directory: Path) -> dict[str, Any]:
                             "hf:<model id> for a hub classifier")
 
 
-def load_trained(directory: Path, info: dict[str, Any], options: LoadOptions) -> Guard:
+def load_trained(directory: Path, info: dict[str, Any], options: LoadOptions) -> Guard | Rewriter:
     """A run of `guardtune train`, of any kind: its module on the base backbone, wrapped as its kind says."""
     from guardtune import config
     from guardtune.models.backbone import load_tokenizer
@@ -92,14 +92,27 @@ def load_fewshot(directory: Path, info: dict[str, Any], options: LoadOptions) ->
     return load(directory, info, options.device)
 
 
-Loader = Callable[[Any, dict, LoadOptions], Guard]
-# every kind that `guardtune train` trains loads through load_trained; then the guards that need no training
+def load_copy(directory: Path, info: dict[str, Any], options: LoadOptions) -> Rewriter:
+    from guardtune.baselines import CopyRewriter
+
+    return CopyRewriter(name=directory.name)
+
+
+def load_delete(directory: Path, info: dict[str, Any], options: LoadOptions) -> Rewriter:
+    from guardtune.baselines import load_delete as load
+
+    return load(directory, info)
+
+
+Loader = Callable[[Any, dict, LoadOptions], "Guard | Rewriter"]
+# every kind that `guardtune train` trains loads through load_trained; then the guards and rewriters that need
+# no training
 LOADERS: dict[str, Loader] = {**dict.fromkeys(KINDS, load_trained), "tfidf": load_tfidf, "fewshot": load_fewshot,
-                              "hf": load_hf}
+                              "hf": load_hf, "copy": load_copy, "delete": load_delete}
 
 
 def load(source: str | Path, device: str | None = None, label_map: dict[str, str] | None = None,
-         merge_adapters: bool = True, trust_remote_code: bool = False) -> Guard:
+         merge_adapters: bool = True, trust_remote_code: bool = False) -> Guard | Rewriter:
     """A guard to score with: a guard directory of any kind, or `hf:<id or path>`. A trained PEFT adapter is
     merged into the backbone's weights (same scores, no adapter cost per forward pass) unless
     `merge_adapters=False`."""

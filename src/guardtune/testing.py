@@ -116,3 +116,22 @@ def check_save_load(guard: Any, examples: Sequence[Example], scores: Scores, rel
     assert loaded.labels == guard.labels, "the loaded guard has another label space"
     np.testing.assert_allclose(loaded.score(examples).probs, scores.probs, atol=atol,
                                err_msg="save -> load changed the scores")
+
+
+def check_rewriter(rewriter: Any, examples: Sequence[Example], reload: Callable[[], Any] | None = None) -> list[str]:
+    """The Rewriter contract: the protocol; one string per example, in order, whatever the batch size; very
+    long and non-English inputs answered too; save -> load -> the same rewrites."""
+    from guardtune.guard import Rewriter
+
+    assert isinstance(rewriter, Rewriter), f"{type(rewriter).__name__} does not satisfy the Rewriter protocol"
+    examples = list(examples) + [Example(prompt=" ".join(["word"] * 3000)), Example(prompt="你这个白痴，闭嘴"),
+                                 Example(prompt="ты идиот")]
+    outputs = rewriter.rewrite(examples)
+    assert isinstance(outputs, list) and len(outputs) == len(examples), "one rewrite per example"
+    assert all(isinstance(o, str) for o in outputs), "every rewrite is a string"
+    assert rewriter.rewrite(examples[::-1])[::-1] == outputs, "rewrites depend on the order"
+    for size in (1, len(examples)):
+        assert rewriter.rewrite(examples, batch_size=size) == outputs, f"rewrites change with batch_size={size}"
+    if reload is not None:
+        assert reload().rewrite(examples) == outputs, "save -> load changed the rewrites"
+    return outputs

@@ -41,6 +41,10 @@ def add_parser(commands) -> None:
     p.add_argument("--on-bad-row", choices=("error", "skip"), default="error",
                    help="error: stop at the first bad row (default); skip: write it to the rejects file and go on")
     p.add_argument("--rejects", help="with --on-bad-row skip: the rejects JSONL (default: <out>/eval-rejects.jsonl)")
+    p.add_argument("--style-guard", metavar="RUN",
+                   help="rewriters: the toxicity guard that decides style accuracy (STA) and so the joint score J")
+    p.add_argument("--similarity-model", default="sentence-transformers/all-MiniLM-L6-v2",
+                   help="rewriters: the sentence encoder for content similarity (SIM)")
     _label_map_argument(p)
     p.set_defaults(run=run_eval, parser=p)
 
@@ -59,9 +63,10 @@ def add_parser(commands) -> None:
 
     b = commands.add_parser("baseline", help="a baseline guard: TF-IDF + logistic regression, or a few-shot "
                             "prompted instruct model", description=__doc__, formatter_class=formatter)
-    b.add_argument("kind", choices=("tfidf", "fewshot"),
+    b.add_argument("kind", choices=("tfidf", "fewshot", "delete", "copy"),
                    help="tfidf: trained on --data; fewshot: an untuned causal LM prompted with the policy and "
-                        "--shots demonstrations from --data (no training)")
+                        "--shots demonstrations from --data (no training); delete (detox): drop the words that "
+                        "the rewrites in --data delete; copy (detox): the input unchanged")
     b.add_argument("--data", action="append", default=[], metavar="NAME[:split]",
                    help="labelled data (tfidf: training data; fewshot: the demonstration pool, whose labels also "
                         "decide the guard's outputs); repeat for several")
@@ -96,10 +101,14 @@ def run_eval(args: argparse.Namespace) -> int:
     from guardtune import evaluate, report
 
     label_map = dict(item.split("=", 1) for item in args.label_map) or None
+    from guardtune.guard import Rewriter
+
     guard = guardtune.load(args.guard, label_map=label_map, trust_remote_code=args.trust_remote_code)
     other = guardtune.load(args.compare, trust_remote_code=args.trust_remote_code) if args.compare else None
     out = Path(args.out) if args.out else (Path(args.guard) if Path(args.guard).is_dir() else
                                            Path("eval") / report.slug(args.guard))
+    if isinstance(guard, Rewriter):
+        return run_detox_eval(args, guard, other, out)
     results = {"guard": str(args.guard), "thresholds": "calibrated" if guard.thresholds.values else "0.5",
                "bootstrap": args.bootstrap, "seed": args.seed, "datasets": {}}
     arrays = {}
@@ -125,6 +134,61 @@ def run_eval(args: argparse.Namespace) -> int:
     report.write(results, arrays, out, make_plots=not args.no_plots)
     print_summary(results)
     console().print(f"wrote {out / 'metrics.json'}, {out / 'report.md'}" + ("" if args.no_plots else " and plots/"))
+    return 0
+
+
+def run_detox_eval(args: argparse.Namespace, rewriter, other, out: Path) -> int:
+    """A rewriter on detox data: the model, the copy baseline, the human references (and --compare) in one
+    run, with the same STA and SIM models, so the rows compare."""
+    import json
+
+    import guardtune
+    from guardtune import detox
+    from guardtune.baselines import CopyRewriter
+
+    style = guardtune.load(args.style_guard, trust_remote_code=args.trust_remote_code) if args.style_guard else None
+    encoder = detox.SentenceEncoder(args.similarity_model)
+    systems = {rewriter.name or "model": rewriter, "copy": CopyRewriter()}
+    if other is not None:
+        systems[other.name or "compare"] = other
+    results: dict = {"rewriter": str(args.guard), "style_guard": args.style_guard, "datasets": {}}
+    for loaded in load_sets(args.data, args.on_bad_row, None):
+        examples = [ex for ex in loaded.examples if detox.references_of(ex)] or list(loaded.examples)
+        index, kept, human = detox.human_references(examples)
+        rows = {}
+        for name, system in systems.items():
+            outputs = system.rewrite(examples)
+            rows[name] = detox.evaluate_rewrites(examples, outputs, style, encoder, n_boot=args.bootstrap,
+                                                 seed=args.seed)
+            rows[name]["examples"] = detox.showcase(examples, outputs, rows[name])
+            if kept:  # the same items and references as the human row
+                same = detox.evaluate_rewrites(kept, [outputs[i] for i in index], style, encoder,
+                                               n_boot=args.bootstrap, seed=args.seed)
+                same.pop("per_sample")
+                rows[name]["on_human_items"] = same
+        if kept:
+            rows["human references"] = detox.evaluate_rewrites(kept, human, style, encoder, n_boot=args.bootstrap,
+                                                               seed=args.seed)
+            rows["human references"]["on_human_items"] = {k: v for k, v in rows["human references"].items()
+                                                          if k != "per_sample"}
+        results["datasets"][loaded.label] = {"n": len(examples), "human_items": len(kept),
+                                             "left_out_of_human_row": len(examples) - len(kept), "systems": rows}
+    out.mkdir(parents=True, exist_ok=True)
+    for data in results["datasets"].values():
+        for row in data["systems"].values():
+            row.pop("per_sample", None)
+    (out / "detox_metrics.json").write_text(json.dumps(results, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+    (out / "detox_report.md").write_text(detox.render(results), encoding="utf-8")
+    for label, data in results["datasets"].items():
+        console().print(table(f"{label}: {data['n']} items ({results['datasets'][label]['systems'][next(iter(systems))]['protocol']} protocol)",
+                              ["system", "J", "STA", "SIM", "FL", "BLEU", "chrF", "self-BLEU"],
+                              [(name, _f(r.get("j")), _f(r.get("sta")), _f(r.get("sim")), _f(r.get("fl")),
+                                _f(r.get("bleu")), _f(r.get("chrf")), _f(r.get("self_bleu")))
+                               for name, r in data["systems"].items()]))
+    if style is None:
+        console().print("no --style-guard: STA and J need a toxicity guard (e.g. one trained by "
+                        "configs/cpu/style-guard-minilm.yaml)")
+    console().print(f"wrote {out / 'detox_metrics.json'} and {out / 'detox_report.md'}")
     return 0
 
 
@@ -197,6 +261,8 @@ def run_baseline(args: argparse.Namespace) -> int:
 
     if args.kind == "fewshot":
         return run_fewshot(args)
+    if args.kind in ("delete", "copy"):
+        return run_detox_baseline(args)
     if not args.data:
         args.parser.error("tfidf needs --data (the training data)")
     examples = [ex for loaded in load_sets(args.data) for ex in loaded.examples]
@@ -204,6 +270,22 @@ def run_baseline(args: argparse.Namespace) -> int:
     out = guard.save(args.out)
     console().print(f"trained a TF-IDF + logistic regression guard on {len(examples)} examples "
                     f"({', '.join(guard.labels.outputs[:6])}{'...' if len(guard.labels.outputs) > 6 else ''}) -> {out}")
+    return 0
+
+
+def run_detox_baseline(args: argparse.Namespace) -> int:
+    from guardtune.baselines import CopyRewriter, DeleteRewriter
+
+    if args.kind == "copy":
+        out = CopyRewriter().save(args.out)
+        console().print(f"copy baseline -> {out}")
+        return 0
+    if not args.data:
+        args.parser.error("delete needs --data: pairs of toxic texts and their rewrites (e.g. paradetox:train)")
+    examples = [ex for loaded in load_sets(args.data) for ex in loaded.examples]
+    rewriter = DeleteRewriter().fit(examples)
+    out = rewriter.save(args.out)
+    console().print(f"delete baseline: {len(rewriter.lexicon_)} words learned from {len(examples)} pairs -> {out}")
     return 0
 
 

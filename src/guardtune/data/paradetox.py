@@ -51,3 +51,20 @@ def load_ru(root: Path, split: str, intake: Intake) -> None:
     for where, row in read_csv(root / "ru_paradetox" / f"{split}.tsv.xz", intake, delimiter="\t"):
         intake.take(where, {**row, "_id": f"ru_paradetox:{split}:{where.index}"},
                     lambda r: _parallel(r, "toxic_comment", refs, "ru", "ru_paradetox"))
+
+
+def _style(row: dict) -> list[Example]:
+    """One ParaDetox item as style-classification rows: the toxic source (1) and each rewrite (0), all in the
+    item's group, so a grouped split keeps them on the side the item is on in `paradetox`'s own splits."""
+    source = _parallel(row, "toxic", ("neutral1", "neutral2", "neutral3"), "en", "paradetox")
+    refs = source.meta.get("references", [])
+    return [source.replace(rewrite=None, meta={})] + [
+        Example(prompt=ref, prompt_harmful=0, language="en", source="paradetox", id=f"{row['_id']}:ref{k}",
+                group=row["_id"]) for k, ref in enumerate(refs, 1)]
+
+
+def load_style(root: Path, split: str, intake: Intake) -> None:
+    """`paradetox_style`: toxic sources and their neutral rewrites as a toxicity classification set (for the
+    style-accuracy guard of detox evaluation); item for item on the same side of the split as `paradetox`."""
+    for where, row in read_csv(root / "paradetox" / "paradetox.tsv.xz", intake, delimiter="\t"):
+        intake.take(where, {**row, "_id": f"paradetox:{where.index}"}, _style)

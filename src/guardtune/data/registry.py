@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from guardtune.data import (chinese, demo, do_not_answer, ethos, harmbench, hub_sources, korean_hate_speech,
+from guardtune.data import (chinese, davidson, demo, do_not_answer, ethos, harmbench, hub_sources, korean_hate_speech,
                             multijail, paradetox, simple_safety_tests, toxic_spans, toxicchat, wildguard,
                             xsafety)
 from guardtune.data.intake import Intake
@@ -80,6 +80,9 @@ DATASETS: dict[str, DatasetInfo] = {
     "ethos": DatasetInfo(
         ethos.load, "local", ("en",), (P, PC), ("all",), "985", "GPL-3.0",
         "hate speech, binary + target groups", folder="ethos", base="all"),
+    "davidson_hate_offensive": DatasetInfo(
+        davidson.load, "local", ("en",), (P, PC), ("all",), "24,766", "MIT",
+        "tweets: hate speech / offensive language / neither", folder="davidson_hate_offensive", base="all"),
     "toxicn": DatasetInfo(
         chinese.load_toxicn, "local", ("zh",), (P, PC), ("train", "test"), "9,600 / 2,411", "CC BY-NC-ND 4.0",
         "Chinese toxic language: toxic, type, targets", folder="toxicn"),
@@ -95,6 +98,10 @@ DATASETS: dict[str, DatasetInfo] = {
     "paradetox": DatasetInfo(
         paradetox.load_en, "local", ("en",), (P, RW), ("all", "cannot_rewrite"), "11,927 (+12,059 cannot-rewrite)",
         "CC0", "detoxification: toxic sentence -> neutral rewrites", folder="paradetox", base="all"),
+    "paradetox_style": DatasetInfo(
+        paradetox.load_style, "local", ("en",), (P,), ("all",), "11,927 toxic + 19,743 neutral",
+        "CC0", "ParaDetox as toxicity classification (sources 1, rewrites 0), for detox style accuracy",
+        folder="paradetox", base="all"),
     "ru_paradetox": DatasetInfo(
         paradetox.load_ru, "local", ("ru",), (P, RW), ("train", "dev", "test"), "6,948 / 800 / 875",
         "openrail++ (HF card)", "Russian detoxification", folder="ru_paradetox"),

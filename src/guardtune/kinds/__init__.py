@@ -12,8 +12,11 @@ from __future__ import annotations
 from guardtune.kinds.classifier import CLASSIFIER
 from guardtune.kinds.generative import GENERATIVE
 from guardtune.kinds.kind import Kind, validate_scores
+from guardtune.kinds.rewriter import REWRITER
+from guardtune.kinds.tagger import TAGGER
 
-KINDS: dict[str, Kind] = {"classifier": CLASSIFIER, "generative": GENERATIVE}
+KINDS: dict[str, Kind] = {"classifier": CLASSIFIER, "generative": GENERATIVE, "rewriter": REWRITER,
+                          "edit_tagger": TAGGER}
 
 __all__ = ["KINDS", "Kind", "get", "validate_scores"]
 

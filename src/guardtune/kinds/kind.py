@@ -35,7 +35,9 @@ def validate_scores(guard: Guard, examples: Sequence[Example], run_on_shares: Ru
 class Kind:
     """One kind of model. Its module (`forward(**batch)`) returns the training loss when the batch carries
     targets; what users call is what `wrap` returns, and validation goes through that same object."""
-    auto: str  # the transformers class the backbone loads with: AutoModel | AutoModelForCausalLM | ...Seq2SeqLM
+    # the transformers class the backbone loads with: AutoModel | AutoModelForCausalLM | AutoModelForSeq2SeqLM,
+    # or a function of the model config choosing one (a rewriter: seq2seq or causal, by the backbone)
+    auto: str | Callable[[Any], str]
     max_length: int  # default model.max_length (tokens)
     build: Callable[[Any, LabelSpace, Any], Any]  # (cfg, labels, backbone) -> module with its head, no method yet
     # (cfg, labels, tokenizer, {"train": Loaded, "validation": Loaded | None}) -> (cfg as run, train set, validation

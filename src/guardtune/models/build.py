@@ -35,7 +35,7 @@ def build_model(cfg: Any, labels: LabelSpace, ctx: methods.Context | None = None
     method = methods.get(cfg.method.name)
     params = cfg.method.build()
     quantization = method.quantization(params) if method.quantization else None
-    backbone = load_backbone(cfg.model, quantization, auto=kind.auto)
+    backbone = load_backbone(cfg.model, quantization, auto=kind.auto(cfg.model) if callable(kind.auto) else kind.auto)
     if cfg.model.gradient_checkpointing:
         backbone.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     model = kind.build(cfg, labels, backbone)
