@@ -12,7 +12,7 @@ from guardtune.data import DataSpec
 from guardtune.labels import LabelSpace
 from guardtune.models.build import build_model
 from guardtune.models.generative import GenerativeLM
-from tests.tiny import family_of
+from tests.tiny import CAUSAL, family_of
 from tests.trainable import check_trainable
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -76,7 +76,9 @@ def test_every_shipped_recipe_parses_and_builds_its_tiny_equivalent(path, tiny, 
         for spec in _specs(getattr(cfg.data, split)):
             DataSpec.parse(spec)  # names and keys are valid (the data itself may be on the hub)
     generative = cfg.model.kind == "generative"
-    stand_in = (tiny_causal if generative else tiny)(family_of(cfg.model.name))
+    family = family_of(cfg.model.name)
+    causal = generative or (cfg.model.kind == "rewriter" and family in CAUSAL)  # a causal LM with its LM head
+    stand_in = (tiny_causal if causal else tiny)(family)
     tiny_cfg = config.from_dict({**cfg.to_dict(), "model": {**cfg.to_dict()["model"], "name": str(stand_in)}})
     labels = LabelSpace(("prompt_harmful",), ("S1", "S2"))
     if cfg.method.name == "qlora" and not torch.cuda.is_available():
@@ -86,7 +88,7 @@ def test_every_shipped_recipe_parses_and_builds_its_tiny_equivalent(path, tiny, 
     model = build_model(tiny_cfg, labels, methods.Context(total_steps=20))
     if generative:
         assert isinstance(model, GenerativeLM) and not hasattr(model, "head")
-    else:
+    elif cfg.model.kind != "rewriter":  # a rewriter's head is its LM head, inside the backbone
         assert model.head.weight.requires_grad
     check_trainable(model, cfg.method.name, cfg.method.build())
 

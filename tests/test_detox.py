@@ -50,6 +50,11 @@ def test_metrics_match_sacrebleu_and_hand_computation():
     assert per[0] == pytest.approx(1.0) and per[2] == pytest.approx(
         sacrebleu.sentence_chrf("hello", ["hi", "hello there"]).score / 100)
     assert detox.self_bleu(outputs, outputs) == pytest.approx(100.0)
+    from rouge_score import rouge_scorer
+
+    scorer = rouge_scorer.RougeScorer(["rougeL"])
+    by_hand = np.mean([max(scorer.score(r, o)["rougeL"].fmeasure for r in rs) for o, rs in zip(outputs, refs)])
+    assert detox.rouge(outputs, refs)["rougeL"] == pytest.approx(by_hand)
 
 
 class FixedGuard:
@@ -175,3 +180,64 @@ def test_rewrite_and_eval_commands(tmp_path, pairs_file, capsys):
     assert rows["delete"]["chrf"] > rows["copy"]["chrf"]
     assert "| delete |" in (tmp_path / "ev" / "detox_report.md").read_text()
     assert main(["rewrite", str(style), "text"]) == 2  # a guard is not a rewriter: a clear error
+
+
+def test_the_detox_endpoint_rewrites_only_what_the_guard_flags(tmp_path):
+    import httpx
+
+    from guardtune.baselines import TfidfGuard
+    from guardtune.guard import GuardBase
+    from tests.test_serve import server
+
+    class Failing:
+        """A rewriter that fails on one text."""
+        name = "failing"
+
+        def rewrite(self, examples, batch_size=None, show_progress=False):
+            if any("boom" in ex.prompt for ex in examples):
+                raise ValueError("cannot rewrite")
+            return [ex.prompt.replace("damn ", "") for ex in examples]
+
+    guard = TfidfGuard(name="tox").fit([Example(prompt=f"you damn {w}", prompt_harmful=1) for w in "abcdef"] +
+                                       [Example(prompt=f"a nice {w}", prompt_harmful=0) for w in "abcdef"])
+    assert isinstance(guard, GuardBase)
+    delete = DeleteRewriter(min_count=1).fit([Example(prompt="you damn fool", rewrite="you fool")])
+    texts = ["you damn a", "a nice b"]
+    with server(guard, rewriter=delete) as (url, _):
+        plain = httpx.post(f"{url}/v1/detox", json={"input": texts}).json()
+        only = httpx.post(f"{url}/v1/detox", json={"input": texts, "only_flagged": True, "scores": True}).json()
+        moderation = httpx.post(f"{url}/v1/moderations", json={"input": texts[0]})
+        bad = httpx.post(f"{url}/v1/detox", json={"input": ["fine", "bad \u0000 text"]})
+    assert [r["rewrite"] for r in plain["results"]] == ["you a", "a nice b"]
+    assert [r["rewritten"] for r in only["results"]] == [True, False]  # the benign text is left as it is
+    first = only["results"][0]
+    assert first["score_before"] > 0.5 and first["score_after"] < first["score_before"]  # the guard's own view
+    assert moderation.status_code == 200  # the guard's routes are served beside /v1/detox
+    assert bad.status_code == 422 and bad.json()["error"]["param"] == "input[1]"
+    for policy, expected in (("closed", ""), ("open", "boom here")):
+        with server(None, rewriter=Failing(), fail=policy) as (url, _):
+            r = httpx.post(f"{url}/v1/detox", json={"input": ["boom here", "you damn x"]})
+            no_guard = httpx.post(f"{url}/v1/detox", json={"input": "x", "only_flagged": True})
+            missing = httpx.get(f"{url}/v1/moderations")
+        assert [x["rewrite"] for x in r.json()["results"]] == [expected, "you x"]  # the failure stays with its text
+        assert r.headers["x-guardtune-failure"] == policy
+        assert no_guard.status_code == 400 and missing.status_code == 404
+
+
+@pytest.mark.shared_data
+@pytest.mark.slow
+def test_the_detox_command_runs_end_to_end(shared_root, tmp_path, capsys):
+    from guardtune.baselines import TfidfGuard
+
+    out = tmp_path / "detox"
+    TfidfGuard(name="style-guard").fit(load({"name": "paradetox_style:train", "sample": 400, "seed": 0}).examples) \
+        .save(out / "style-guard")  # already there: the command keeps it (the full one takes a minute)
+    assert main(["detox", "--out", str(out), "--quiet", "--bootstrap", "20",
+                 "--test", "{name: 'paradetox:test', sample: 40, seed: 0}",
+                 "data.train={name: 'paradetox:train', sample: 200, seed: 0}", "training.max_steps=4",
+                 "data.validation={name: 'paradetox:validation', sample: 20, seed: 0}", "model.phrase_vocab=50"]) == 0
+    metrics = json.loads((out / "eval" / "detox_metrics.json").read_text())
+    systems = next(iter(metrics["datasets"].values()))["systems"]
+    assert {"edit tagger", "delete", "copy", "human references"} <= set(systems)
+    assert all(0 <= systems[s]["j"] <= 1 for s in systems)
+    assert main(["rewrite", str(out / "tagger"), "you are a damn idiot"]) == 0

@@ -27,13 +27,13 @@ def guard():
 
 
 @contextmanager
-def server(guard, **settings):
+def server(guard, rewriter=None, **settings):
     import uvicorn
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    config = uvicorn.Config(create_app(guard, ServeSettings(**settings)), host="127.0.0.1", port=port,
+    config = uvicorn.Config(create_app(guard, ServeSettings(**settings), rewriter), host="127.0.0.1", port=port,
                             log_level="warning", timeout_graceful_shutdown=10)
     instance = uvicorn.Server(config)
     thread = threading.Thread(target=instance.run, daemon=True)

@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 FAMILIES = ("bert", "xlm-roberta", "llama", "qwen2", "phi3", "t5", "bart")
+CAUSAL = ("llama", "qwen2", "phi3")
 ENCODER_DECODER = ("t5", "bart")  # 3 encoder blocks, 2 decoder blocks: the two stacks differ in depth
 
 
@@ -45,7 +46,7 @@ def family_of(hub_id: str) -> str:
     """The tiny stand-in for a real backbone named in a shipped config."""
     name = hub_id.lower()
     for key, family in (("qwen", "qwen2"), ("phi", "phi3"), ("llama", "llama"), ("xlm-roberta", "xlm-roberta"),
-                        ("minilm", "bert"), ("bert", "bert")):
+                        ("minilm", "bert"), ("bert", "bert"), ("t5", "t5"), ("bart", "bart")):
         if key in name:
             return family
     raise ValueError(f"no tiny stand-in for {hub_id!r}; add one to tests/tiny.py")

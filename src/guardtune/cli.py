@@ -9,6 +9,7 @@ import sys
 from guardtune import __version__
 from guardtune.commands import data as data_cmd
 from guardtune.commands import demo as demo_cmd
+from guardtune.commands import detox as detox_cmd
 from guardtune.commands import evaluate as evaluate_cmd
 from guardtune.commands import rewrite as rewrite_cmd
 from guardtune.commands import serve as serve_cmd
@@ -26,6 +27,7 @@ Start here:
   guardtune calibrate RUN --data NAME     thresholds chosen on validation data, saved in the run
   guardtune moderate RUN "text"           a verdict (or --file in.jsonl --out out.jsonl, resumable)
   guardtune serve RUN --port 8000         an OpenAI-compatible moderation server
+  guardtune detox                         train and evaluate the embedded default detoxifier (ParaDetox)
   guardtune rewrite RUN "text"            detoxify a text with a rewriter (or --file, resumable)
   guardtune baseline fewshot --model ID   a few-shot prompted instruct model, no training
   guardtune study STUDY.yaml              compare methods over seeds on matched budgets (configs/study/)
@@ -44,6 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"guardtune {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     demo_cmd.add_parser(commands)
+    detox_cmd.add_parser(commands)
     train_cmd.add_parser(commands)
     evaluate_cmd.add_parser(commands)
     serve_cmd.add_parser(commands)

@@ -1,5 +1,5 @@
 """Detoxification metrics, the field's own: reference-based (sacreBLEU BLEU and chrF against every reference,
-self-BLEU against the input) and the joint score per sample, averaged, with bootstrap intervals:
+ROUGE-1/2/L, self-BLEU against the input) and the joint score per sample, averaged, with bootstrap intervals:
 
 - STA, style accuracy: 1 when a toxicity guard scores the output below its threshold (any guardtune guard);
 - SIM, content similarity: cosine of sentence embeddings of input and output (mean-pooled MiniLM by default);
@@ -57,6 +57,19 @@ def sentence_chrf(outputs: Sequence[str], refs: Sequence[Sequence[str]]) -> np.n
     """chrF of each output against its own references, in [0, 1]."""
     chrf = _sacrebleu().CHRF()
     return np.array([chrf.sentence_score(o, list(r)).score / 100 if r else np.nan for o, r in zip(outputs, refs)])
+
+
+def rouge(outputs: Sequence[str], refs: Sequence[Sequence[str]]) -> dict[str, float]:
+    """ROUGE-1, ROUGE-2 and ROUGE-L F-measures (the `rouge-score` package), each output against the best of its
+    references, averaged over items."""
+    try:
+        from rouge_score import rouge_scorer
+    except ImportError as err:
+        raise RuntimeError("detox metrics need rouge-score: pip install 'guardtune[detox]'") from err
+    scorer = rouge_scorer.RougeScorer(["rouge1", "rouge2", "rougeL"])
+    scores = [scorer.score_multi(list(r), o) for o, r in zip(outputs, refs) if r]
+    return {name: float(np.mean([s[name].fmeasure for s in scores])) if scores else None
+            for name in ("rouge1", "rouge2", "rougeL")}
 
 
 def self_bleu(outputs: Sequence[str], inputs: Sequence[str]) -> float:
@@ -132,6 +145,7 @@ def evaluate_rewrites(examples: Sequence[Example], outputs: Sequence[str], style
     if with_refs:
         result["bleu"] = corpus_bleu([outputs[i] for i in with_refs], [refs[i] for i in with_refs])
         result["chrf"] = corpus_chrf([outputs[i] for i in with_refs], [refs[i] for i in with_refs])
+        result.update(rouge([outputs[i] for i in with_refs], [refs[i] for i in with_refs]))
     per: dict[str, np.ndarray] = {}
     per["sim"] = (encoder or SentenceEncoder()).similarity(inputs, outputs)
     per["fl"] = style_accuracy(outputs, fluency_guard, "prompt_harmful") if fluency_guard is not None else \
@@ -162,6 +176,49 @@ def human_references(examples: Sequence[Example]) -> tuple[list[int], list[Examp
     return index, kept, outputs
 
 
+def compare_rewriters(systems: dict[str, Any], datasets: Sequence[Any], style_guard: Any = None,
+                      encoder: Any = None, n_boot: int = 1000, seed: int = 0) -> dict[str, Any]:
+    """Every system (and the copy baseline and the human references) on every dataset, with the same STA and
+    SIM models: per system, all items against every reference, and the human row's items against the
+    references other than the first (the table to compare with the human row)."""
+    from guardtune.baselines import CopyRewriter
+
+    systems = {**systems, "copy": systems.get("copy") or CopyRewriter()}
+    encoder = encoder or SentenceEncoder()
+    results: dict[str, Any] = {"datasets": {}}
+    for loaded in datasets:
+        examples = [ex for ex in loaded.examples if references_of(ex)] or list(loaded.examples)
+        index, kept, human = human_references(examples)
+        rows: dict[str, Any] = {}
+        for name, system in systems.items():
+            outputs = system.rewrite(examples)
+            rows[name] = evaluate_rewrites(examples, outputs, style_guard, encoder, n_boot=n_boot, seed=seed)
+            rows[name]["examples"] = showcase(examples, outputs, rows[name])
+            if kept:
+                same = evaluate_rewrites(kept, [outputs[i] for i in index], style_guard, encoder, n_boot=n_boot,
+                                         seed=seed)
+                rows[name]["on_human_items"] = {k: v for k, v in same.items() if k != "per_sample"}
+        if kept:
+            rows["human references"] = evaluate_rewrites(kept, human, style_guard, encoder, n_boot=n_boot, seed=seed)
+            rows["human references"]["on_human_items"] = {k: v for k, v in rows["human references"].items()
+                                                          if k != "per_sample"}
+        for row in rows.values():
+            row.pop("per_sample", None)
+        results["datasets"][loaded.label] = {"n": len(examples), "human_items": len(kept),
+                                             "left_out_of_human_row": len(examples) - len(kept), "systems": rows}
+    return results
+
+
+def write_results(results: dict[str, Any], out: Any) -> None:
+    import json
+    from pathlib import Path
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "detox_metrics.json").write_text(json.dumps(results, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+    (out / "detox_report.md").write_text(render(results), encoding="utf-8")
+
+
 def showcase(examples: Sequence[Example], outputs: Sequence[str], result: dict[str, Any], k: int = 3) -> dict:
     """Examples for the report: the best and worst by J (or SIM when there is no J), and the most changed."""
     per = result["per_sample"]
@@ -184,8 +241,8 @@ def render(results: dict[str, Any]) -> str:
         return f"{f(row.get(key))} [{f(c[0])}, {f(c[1])}]" if c else f(row.get(key))
 
     headline = ("j", "sta", "sim", "fl", "chrf")
-    lines = [f"# Detoxification: {results['rewriter']}", "",
-             f"Style guard (STA): {results['style_guard'] or 'none given: STA and J not computed'}. "
+    lines = [f"# Detoxification: {results.get('rewriter', '')}", "",
+             f"Style guard (STA): {results.get('style_guard') or 'none given: STA and J not computed'}. "
              "SIM: cosine of mean-pooled sentence embeddings of input and output. FL: chrF against the references "
              "(`pan24` protocol: J = STA x SIM x chrF per sample, averaged) unless a fluency guard is given "
              "(`paradetox`: J = STA x SIM x FL). BLEU and chrF are sacreBLEU corpus scores against every reference; "
@@ -194,10 +251,12 @@ def render(results: dict[str, Any]) -> str:
         lines += [f"## {label} ({data['n']} items)", "",
                   f"The human row scores each item's first reference against its other references; "
                   f"{data['left_out_of_human_row']} items with a single reference are left out of it.", "",
-                  "| system | J | STA | SIM | FL | BLEU | chrF | self-BLEU |", "|---|---|---|---|---|---|---|---|"]
+                  "| system | J | STA | SIM | FL | BLEU | chrF | ROUGE-1/2/L | self-BLEU |",
+                  "|---|---|---|---|---|---|---|---|---|"]
         for name, row in data["systems"].items():
+            rouges = "/".join(f(row.get(k)) for k in ("rouge1", "rouge2", "rougeL"))
             lines.append(f"| {name} | {ci(row, 'j')} | {ci(row, 'sta')} | {ci(row, 'sim')} | {ci(row, 'fl')} | "
-                         f"{f(row.get('bleu'))} | {f(row.get('chrf'))} | {f(row.get('self_bleu'))} |")
+                         f"{f(row.get('bleu'))} | {f(row.get('chrf'))} | {rouges} | {f(row.get('self_bleu'))} |")
         same = {name: row["on_human_items"] for name, row in data["systems"].items() if row.get("on_human_items")}
         if same:
             lines += ["", f"On the {data['human_items']} items with two or more references, every system scored "

@@ -140,56 +140,30 @@ def run_eval(args: argparse.Namespace) -> int:
 def run_detox_eval(args: argparse.Namespace, rewriter, other, out: Path) -> int:
     """A rewriter on detox data: the model, the copy baseline, the human references (and --compare) in one
     run, with the same STA and SIM models, so the rows compare."""
-    import json
-
     import guardtune
     from guardtune import detox
-    from guardtune.baselines import CopyRewriter
 
     style = guardtune.load(args.style_guard, trust_remote_code=args.trust_remote_code) if args.style_guard else None
-    encoder = detox.SentenceEncoder(args.similarity_model)
-    systems = {rewriter.name or "model": rewriter, "copy": CopyRewriter()}
-    if other is not None:
-        systems[other.name or "compare"] = other
-    results: dict = {"rewriter": str(args.guard), "style_guard": args.style_guard, "datasets": {}}
-    for loaded in load_sets(args.data, args.on_bad_row, None):
-        examples = [ex for ex in loaded.examples if detox.references_of(ex)] or list(loaded.examples)
-        index, kept, human = detox.human_references(examples)
-        rows = {}
-        for name, system in systems.items():
-            outputs = system.rewrite(examples)
-            rows[name] = detox.evaluate_rewrites(examples, outputs, style, encoder, n_boot=args.bootstrap,
-                                                 seed=args.seed)
-            rows[name]["examples"] = detox.showcase(examples, outputs, rows[name])
-            if kept:  # the same items and references as the human row
-                same = detox.evaluate_rewrites(kept, [outputs[i] for i in index], style, encoder,
-                                               n_boot=args.bootstrap, seed=args.seed)
-                same.pop("per_sample")
-                rows[name]["on_human_items"] = same
-        if kept:
-            rows["human references"] = detox.evaluate_rewrites(kept, human, style, encoder, n_boot=args.bootstrap,
-                                                               seed=args.seed)
-            rows["human references"]["on_human_items"] = {k: v for k, v in rows["human references"].items()
-                                                          if k != "per_sample"}
-        results["datasets"][loaded.label] = {"n": len(examples), "human_items": len(kept),
-                                             "left_out_of_human_row": len(examples) - len(kept), "systems": rows}
-    out.mkdir(parents=True, exist_ok=True)
-    for data in results["datasets"].values():
-        for row in data["systems"].values():
-            row.pop("per_sample", None)
-    (out / "detox_metrics.json").write_text(json.dumps(results, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
-    (out / "detox_report.md").write_text(detox.render(results), encoding="utf-8")
+    systems = {rewriter.name or "model": rewriter, **({other.name or "compare": other} if other else {})}
+    results = detox.compare_rewriters(systems, load_sets(args.data, args.on_bad_row, None), style,
+                                      detox.SentenceEncoder(args.similarity_model), args.bootstrap, args.seed)
+    results.update(rewriter=str(args.guard), style_guard=args.style_guard)
+    detox.write_results(results, out)
+    print_detox(results)
+    console().print(f"wrote {out / 'detox_metrics.json'} and {out / 'detox_report.md'}")
+    return 0
+
+
+def print_detox(results: dict) -> None:
     for label, data in results["datasets"].items():
-        console().print(table(f"{label}: {data['n']} items ({results['datasets'][label]['systems'][next(iter(systems))]['protocol']} protocol)",
+        protocol = next(iter(data["systems"].values()))["protocol"]
+        console().print(table(f"{label}: {data['n']} items ({protocol} protocol)",
                               ["system", "J", "STA", "SIM", "FL", "BLEU", "chrF", "self-BLEU"],
                               [(name, _f(r.get("j")), _f(r.get("sta")), _f(r.get("sim")), _f(r.get("fl")),
                                 _f(r.get("bleu")), _f(r.get("chrf")), _f(r.get("self_bleu")))
                                for name, r in data["systems"].items()]))
-    if style is None:
-        console().print("no --style-guard: STA and J need a toxicity guard (e.g. one trained by "
-                        "configs/cpu/style-guard-minilm.yaml)")
-    console().print(f"wrote {out / 'detox_metrics.json'} and {out / 'detox_report.md'}")
-    return 0
+    if not results.get("style_guard"):
+        console().print("no --style-guard: STA and J need a toxicity guard (see docs/detox.md)")
 
 
 def print_summary(results: dict) -> None:

@@ -66,6 +66,9 @@ def add_parser(commands) -> None:
                                            "neither: no authentication")
     s.add_argument("--model-id", help="the model name reported in responses (default: the run directory)")
     s.add_argument("--device", help="e.g. cuda, cuda:1, cpu (default: where the guard loads)")
+    s.add_argument("--rewriter", metavar="RUN",
+                   help="also serve POST /v1/detox with this rewriter (RUN itself may be a rewriter instead of a "
+                        "guard); with a guard beside it, /v1/detox can rewrite only what the guard flags")
     s.set_defaults(run=run_serve, parser=s)
 
 
@@ -199,11 +202,20 @@ def run_serve(args: argparse.Namespace) -> int:
     keys = read_api_keys(args.api_keys_file)
     settings = ServeSettings(args.max_batch, args.max_wait_ms, args.queue_size, args.timeout, args.max_chars,
                              args.max_inputs, args.fail, keys, args.model_id or "")
-    guard = guardtune.load(args.guard, device=args.device, trust_remote_code=args.trust_remote_code)
+    from guardtune.guard import Rewriter
+
+    first = guardtune.load(args.guard, device=args.device, trust_remote_code=args.trust_remote_code)
+    rewriter = guardtune.load(args.rewriter, device=args.device, trust_remote_code=args.trust_remote_code) \
+        if args.rewriter else None
+    guard = None if isinstance(first, Rewriter) else first
+    rewriter = first if isinstance(first, Rewriter) else rewriter
+    if rewriter is not None and not isinstance(rewriter, Rewriter):
+        raise ValueError(f"--rewriter {args.rewriter} is a guard, not a rewriter")
     if args.host not in ("127.0.0.1", "localhost", "::1") and not keys:
         console().print("[yellow]WARNING: listening beyond this machine with no API keys; set GUARDTUNE_API_KEYS "
                         "or --api-keys-file[/yellow]")
-    console().print(f"serving {guard.name} on http://{args.host}:{args.port} (max batch {args.max_batch}, "
+    served = " and ".join(f"{what} {x.name}" for what, x in (("guard", guard), ("rewriter", rewriter)) if x)
+    console().print(f"serving {served} on http://{args.host}:{args.port} (max batch {args.max_batch}, "
                     f"fail {args.fail}, {'API keys on' if keys else 'no API keys'})")
-    serve(guard, settings, args.host, args.port)
+    serve(guard, settings, args.host, args.port, rewriter=rewriter)
     return 0

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from guardtune.guard import Guard
-from guardtune.serve.batcher import Batcher, score_handler
+from guardtune.guard import Guard, Rewriter
+from guardtune.serve.batcher import Batcher, rewrite_handler, score_handler
 
 
 @dataclass(frozen=True)
@@ -73,27 +73,31 @@ def error(status: int, message: str, kind: str, param: str | None = None, header
 class State:
     """What routes share: the guard, the settings, the metrics and (while the app runs) the batcher."""
 
-    def __init__(self, guard: Guard, settings: ServeSettings):
-        self.guard, self.settings, self.metrics = guard, settings, Metrics()
-        self.model_id = settings.model_id or getattr(guard, "name", "") or "guardtune"
+    def __init__(self, guard: Guard | None, settings: ServeSettings, rewriter: Rewriter | None = None):
+        self.guard, self.rewriter, self.settings, self.metrics = guard, rewriter, settings, Metrics()
+        self.model_id = settings.model_id or getattr(guard or rewriter, "name", "") or "guardtune"
         self.batcher: Batcher | None = None
 
 
-def create_app(guard: Guard, settings: ServeSettings | None = None):
-    """The FastAPI app for `guard`; the batcher starts and stops with the app's lifespan."""
+def create_app(guard: Guard | None, settings: ServeSettings | None = None, rewriter: Rewriter | None = None):
+    """The FastAPI app for `guard` (the moderation routes) and/or `rewriter` (/v1/detox); the batcher starts and
+    stops with the app's lifespan, one model thread for both."""
     from contextlib import asynccontextmanager
 
     from fastapi import FastAPI
 
     from guardtune.serve.routes import add_routes
 
-    state = State(guard, settings or ServeSettings())
+    if guard is None and rewriter is None:
+        raise ValueError("nothing to serve: give a guard, a rewriter, or both")
+    state = State(guard, settings or ServeSettings(), rewriter)
+    handlers = {**({"score": score_handler(guard)} if guard is not None else {}),
+                **({"rewrite": rewrite_handler(rewriter)} if rewriter is not None else {})}
 
     @asynccontextmanager
     async def lifespan(app):
         s = state.settings
-        state.batcher = Batcher({"score": score_handler(guard)}, s.max_batch, s.max_wait_ms, s.queue_size,
-                                state.metrics)
+        state.batcher = Batcher(handlers, s.max_batch, s.max_wait_ms, s.queue_size, state.metrics)
         yield
         await asyncio.get_running_loop().run_in_executor(None, state.batcher.stop)  # drain, then stop
 
@@ -244,9 +248,9 @@ def authorised(request: Any, keys: Sequence[str]) -> bool:
     return ok
 
 
-def serve(guard: Guard, settings: ServeSettings, host: str = "127.0.0.1", port: int = 8000,
-          log_level: str = "info") -> None:
+def serve(guard: Guard | None, settings: ServeSettings, host: str = "127.0.0.1", port: int = 8000,
+          log_level: str = "info", rewriter: Rewriter | None = None) -> None:
     import uvicorn
 
-    uvicorn.run(create_app(guard, settings), host=host, port=port, log_level=log_level,
+    uvicorn.run(create_app(guard, settings, rewriter), host=host, port=port, log_level=log_level,
                 timeout_graceful_shutdown=int(settings.timeout_s) + 5)

@@ -43,6 +43,14 @@ def score_handler(guard: Guard) -> Handler:
     return run
 
 
+def rewrite_handler(rewriter: Any) -> Handler:
+    """Rewriting jobs: each result is the rewrite (a string)."""
+    def run(examples: list[Example]) -> list[Any]:
+        return list(rewriter.rewrite(examples))
+
+    return run
+
+
 class Batcher:
     """Jobs -> batches of one type, run on one worker thread by that type's handler."""
 

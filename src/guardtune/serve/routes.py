@@ -29,6 +29,13 @@ class ModerationRequest(BaseModel):
     model: str | None = None  # accepted for compatibility and ignored: this server has one guard
 
 
+class DetoxRequest(BaseModel):
+    input: str | list[str | TextPart]
+    only_flagged: bool = False  # rewrite only what the served guard flags (moderate, then rewrite)
+    scores: bool = False  # the served guard's toxicity score of each input and of its rewrite
+    model: str | None = None  # accepted and ignored, as in /v1/moderations
+
+
 class GuardRequest(BaseModel):
     prompt: str
     response: str | None = None
@@ -73,11 +80,14 @@ def failed_verdict(guard: Guard, flagged: bool, has_response: bool) -> dict[str,
     return out
 
 
-async def score_all(state: State, examples: list[Example]) -> tuple[list | None, Any]:
-    """(one result per example: (Scores, row), or FAILED where the guard failed on that text; or an error)."""
+async def score_all(state: State, examples: list[Example], job: str = "score") -> tuple[list | None, Any]:
+    """(one result per example: (Scores, row) for "score" jobs, a string for "rewrite" jobs, or FAILED where
+    the model failed on that text; or an error response)."""
     batcher, settings, metrics = state.batcher, state.settings, state.metrics
+    if not examples:
+        return [], None
     try:
-        futures = batcher.submit([Job("score", ex) for ex in examples])
+        futures = batcher.submit([Job(job, ex) for ex in examples])
     except Overloaded:
         return None, error(503, "the server is at capacity; retry shortly", "overloaded", headers={"Retry-After": "1"})
     metrics.queue.set(batcher.pending)
@@ -111,29 +121,92 @@ def make_example(prompt: str, response: str | None, param: str):
         return None, error(422, f"{param}: {err}", "invalid_request_error", param)
 
 
+def texts_of(body: Any, state: State) -> tuple[list[Example] | None, Any]:
+    """The request's texts as examples, each checked at the edge (the field and index named), or an error."""
+    texts = [body.input] if isinstance(body.input, str) else \
+        [part if isinstance(part, str) else part.text for part in body.input]
+    if not texts:
+        return None, error(422, "input is an empty list", "invalid_request_error", "input")
+    if len(texts) > state.settings.max_inputs:
+        return None, error(413, f"input has {len(texts)} items; the limit is {state.settings.max_inputs}",
+                           "invalid_request_error", "input")
+    examples = []
+    for i, text in enumerate(texts):
+        param = "input" if isinstance(body.input, str) else f"input[{i}]"
+        problem = check_text(state, text, param)
+        example, problem = (None, problem) if problem else make_example(text, None, param)
+        if problem:
+            return None, problem
+        examples.append(example)
+    return examples, None
+
+
 def add_routes(app: Any, state: State) -> None:
-    from fastapi.responses import JSONResponse, Response
+    if state.guard is not None:
+        add_moderation_routes(app, state)
+    if state.rewriter is not None:
+        add_detox_route(app, state)
+    add_health_routes(app, state)
+
+
+def add_detox_route(app: Any, state: State) -> None:
+    """POST /v1/detox: rewrites, with the same limits, auth and error bodies as /v1/moderations. A text the
+    rewriter fails on gets the fail policy: closed answers "" (nothing toxic goes out), open the input."""
+    from fastapi.responses import JSONResponse
+
+    guard, settings = state.guard, state.settings
+
+    @app.post("/v1/detox")
+    async def detox(body: DetoxRequest):
+        examples, problem = texts_of(body, state)
+        if problem:
+            return problem
+        if (body.only_flagged or body.scores) and guard is None:
+            return error(400, "only_flagged and scores need a guard: serve one beside the rewriter "
+                              "(guardtune serve GUARD --rewriter RUN)", "invalid_request_error",
+                         "only_flagged" if body.only_flagged else "scores")
+        before = None
+        if guard is not None and (body.only_flagged or body.scores):
+            before, problem = await score_all(state, examples)
+            if problem:
+                return problem
+        flagged = [before is None or r is FAILED or verdict(guard, *r).get("prompt_harmful", {}).get("flagged", True)
+                   for r in (before or [None] * len(examples))]
+        chosen = [i for i, f in enumerate(flagged) if f or not body.only_flagged]
+        rewrites, problem = await score_all(state, [examples[i] for i in chosen], "rewrite")
+        if problem:
+            return problem
+        out = [{"input": ex.prompt, "rewrite": ex.prompt, "rewritten": False} for ex in examples]
+        failed = False
+        for i, text in zip(chosen, rewrites):
+            if text is FAILED:
+                failed = True
+                out[i].update(rewrite="" if settings.fail == "closed" else examples[i].prompt, failed=True)
+            else:
+                out[i].update(rewrite=text, rewritten=True)
+        if body.scores:
+            after, problem = await score_all(state, [Example(prompt=o["rewrite"] or ".") for o in out])
+            if problem:
+                return problem
+            for o, b, a in zip(out, before, after):
+                o["score_before"] = None if b is FAILED else float(b[0]["prompt_harmful"][b[1]])
+                o["score_after"] = None if a is FAILED else float(a[0]["prompt_harmful"][a[1]])
+        headers = {"X-Guardtune-Failure": settings.fail} if failed else None
+        return JSONResponse({"id": f"detox-{uuid.uuid4().hex}", "model": state.model_id, "results": out},
+                            headers=headers)
+
+
+def add_moderation_routes(app: Any, state: State) -> None:
+    from fastapi.responses import JSONResponse
 
     guard, settings = state.guard, state.settings
     closed = settings.fail == "closed"
 
     @app.post("/v1/moderations")
     async def moderations(body: ModerationRequest):
-        texts = [body.input] if isinstance(body.input, str) else \
-            [part if isinstance(part, str) else part.text for part in body.input]
-        if not texts:
-            return error(422, "input is an empty list", "invalid_request_error", "input")
-        if len(texts) > settings.max_inputs:
-            return error(413, f"input has {len(texts)} items; the limit is {settings.max_inputs}",
-                         "invalid_request_error", "input")
-        examples = []
-        for i, text in enumerate(texts):
-            param = "input" if isinstance(body.input, str) else f"input[{i}]"
-            problem = check_text(state, text, param)
-            example, problem = (None, problem) if problem else make_example(text, None, param)
-            if problem:
-                return problem
-            examples.append(example)
+        examples, problem = texts_of(body, state)
+        if problem:
+            return problem
         results, problem = await score_all(state, examples)
         if problem:
             return problem
@@ -161,6 +234,10 @@ def add_routes(app: Any, state: State) -> None:
                                 headers={"X-Guardtune-Failure": settings.fail})
         return {"model": state.model_id, **verdict(guard, *results[0]), "thresholds": thresholds,
                 "calibrated": guard.thresholds.calibrated}
+
+
+def add_health_routes(app: Any, state: State) -> None:
+    from fastapi.responses import JSONResponse, Response
 
     @app.get("/healthz")
     async def healthz():
