@@ -179,6 +179,7 @@ def test_rewrite_and_eval_commands(tmp_path, pairs_file, capsys):
     assert {"delete", "copy"} <= set(rows) and rows["copy"]["self_bleu"] == pytest.approx(100.0)
     assert rows["delete"]["chrf"] > rows["copy"]["chrf"]
     assert "| delete |" in (tmp_path / "ev" / "detox_report.md").read_text()
+    assert metrics["plots"] and (tmp_path / "ev" / metrics["plots"][0]).stat().st_size > 0
     assert main(["rewrite", str(style), "text"]) == 2  # a guard is not a rewriter: a clear error
 
 
@@ -212,6 +213,10 @@ def test_the_detox_endpoint_rewrites_only_what_the_guard_flags(tmp_path):
     assert [r["rewritten"] for r in only["results"]] == [True, False]  # the benign text is left as it is
     first = only["results"][0]
     assert first["score_before"] > 0.5 and first["score_after"] < first["score_before"]  # the guard's own view
+    from guardtune.detox import SentenceEncoder
+
+    assert first["similarity"] == pytest.approx(float(SentenceEncoder().similarity([texts[0]], ["you a"])[0]),
+                                                abs=1e-5)  # SIM, as the offline metric computes it
     assert moderation.status_code == 200  # the guard's routes are served beside /v1/detox
     assert bad.status_code == 422 and bad.json()["error"]["param"] == "input[1]"
     for policy, expected in (("closed", ""), ("open", "boom here")):
@@ -241,3 +246,35 @@ def test_the_detox_command_runs_end_to_end(shared_root, tmp_path, capsys):
     assert {"edit tagger", "delete", "copy", "human references"} <= set(systems)
     assert all(0 <= systems[s]["j"] <= 1 for s in systems)
     assert main(["rewrite", str(out / "tagger"), "you are a damn idiot"]) == 0
+
+
+@pytest.mark.slow
+def test_a_study_compares_rewriter_arms_on_j(tmp_path, tiny, pairs_file):
+    import yaml
+
+    from guardtune.baselines import TfidfGuard
+    from guardtune.study import load_study, run_study, write_report
+
+    style = TfidfGuard(name="style").fit(
+        [Example(prompt=f"you damn {w} {i}", prompt_harmful=1) for i, w in enumerate("abcdefgh")] +
+        [Example(prompt=f"you {w} {i}", prompt_harmful=0) for i, w in enumerate("abcdefgh")]).save(tmp_path / "style")
+    study = {
+        "name": "tagger-vocab", "output_dir": str(tmp_path / "study"),
+        "train": {"output_dir": "unused", "model": {"name": str(tiny("bert")), "kind": "edit_tagger", "max_length": 32},
+                  "method": {"name": "full"}, "data": {"train": str(pairs_file), "validation": str(pairs_file),
+                                                      "test": None},
+                  "training": {"max_steps": 2, "batch_size": 8, "eval_every": 2}},
+        "arms": {"small": {"model.phrase_vocab": 2}, "large": {"model.phrase_vocab": 10}}, "reference": "small",
+        "search": {"training.lr": [1e-3]}, "select": "val_chrf", "seeds": [0], "bootstrap": 50,
+        "test": {"pairs": str(pairs_file)}, "detox": {"style_guard": str(tmp_path / "style")},
+    }
+    path = tmp_path / "study.yaml"
+    path.write_text(yaml.safe_dump(study))
+    loaded = load_study(path)
+    run_study(loaded, workers=1, show_progress=False)
+    results = write_report(loaded)
+    assert not results["failures"], results["failures"]
+    j = {(r["arm"], r["dataset"]): r for r in results["rows"] if (r["output"], r["metric"]) == ("rewrite", "j")}
+    assert set(j) == {("small", "pairs"), ("large", "pairs")} and j[("large", "pairs")]["seeds"] == 1
+    assert 0 <= j[("large", "pairs")]["mean"] <= 1 and "difference" in j[("large", "pairs")]
+    assert "rewrite J" in (tmp_path / "study" / "report.md").read_text()

@@ -209,14 +209,47 @@ def compare_rewriters(systems: dict[str, Any], datasets: Sequence[Any], style_gu
     return results
 
 
-def write_results(results: dict[str, Any], out: Any) -> None:
+def write_results(results: dict[str, Any], out: Any, make_plots: bool = True) -> None:
+    """detox_metrics.json, detox_report.md and (per dataset) plots/detox-<dataset>.png."""
     import json
     from pathlib import Path
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    if make_plots:
+        results["plots"] = [str(plot(label, data, out / "plots").relative_to(out))
+                            for label, data in results["datasets"].items()]
     (out / "detox_metrics.json").write_text(json.dumps(results, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
     (out / "detox_report.md").write_text(render(results), encoding="utf-8")
+
+
+def plot(label: str, data: dict[str, Any], folder: Any) -> Any:
+    """J, STA, SIM and FL per system, with 95% intervals, on the human row's items (where every system and the
+    human references are scored alike), else on all items."""
+    from pathlib import Path
+
+    from guardtune.plots import _plt, _save
+    from guardtune.report import slug
+
+    plt = _plt()
+    metrics = ("j", "sta", "sim", "fl")
+    systems = data["systems"]
+    fig, ax = plt.subplots(figsize=(3.6 + 1.9 * len(metrics), 3.6))
+    width = 0.8 / max(len(systems), 1)
+    for k, (name, row) in enumerate(systems.items()):
+        row = row.get("on_human_items") or row
+        means = [row.get(m) if row.get(m) is not None else np.nan for m in metrics]
+        low = [m - (row.get(f"{k_}_ci95") or (m, m))[0] if not np.isnan(m) else 0 for k_, m in zip(metrics, means)]
+        high = [(row.get(f"{k_}_ci95") or (m, m))[1] - m if not np.isnan(m) else 0 for k_, m in zip(metrics, means)]
+        ax.bar(np.arange(len(metrics)) + k * width, means, width, capsize=2, label=name,
+               yerr=[np.maximum(low, 0), np.maximum(high, 0)])  # an interval may sit a rounding error off its mean
+    ax.set_xticks(np.arange(len(metrics)) + width * (len(systems) - 1) / 2, [m.upper() for m in metrics])
+    ax.set_ylim(0, 1.05)
+    where = "the items with 2+ references" if any(r.get("on_human_items") for r in systems.values()) else "all items"
+    ax.set_title(f"{label}: detox scores on {where} (95% intervals)", fontsize=9)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # beside the bars, never over them
+    ax.grid(axis="y", alpha=0.3)
+    return _save(fig, Path(folder) / f"detox-{slug(label)}.png")
 
 
 def showcase(examples: Sequence[Example], outputs: Sequence[str], result: dict[str, Any], k: int = 3) -> dict:
@@ -247,6 +280,8 @@ def render(results: dict[str, Any]) -> str:
              "(`pan24` protocol: J = STA x SIM x chrF per sample, averaged) unless a fluency guard is given "
              "(`paradetox`: J = STA x SIM x FL). BLEU and chrF are sacreBLEU corpus scores against every reference; "
              "self-BLEU is BLEU against the input. Intervals: 95% bootstrap over items.", ""]
+    for path in results.get("plots", []):
+        lines += [f"![{path}]({path})", ""]
     for label, data in results["datasets"].items():
         lines += [f"## {label} ({data['n']} items)", "",
                   f"The human row scores each item's first reference against its other references; "

@@ -64,12 +64,12 @@ def run(args: argparse.Namespace) -> int:
 
 def summary(results: dict, study) -> None:
     from guardtune.report import fmt
-    from guardtune.study.markdown import HEADLINE, MEAN, label
+    from guardtune.study.markdown import MEAN, headline, label
 
     out = console()
     rows = []
     for r in results["rows"]:
-        if (r["output"], r["metric"]) in HEADLINE and (r["dataset"] == MEAN or len(results["tests"]) == 1):
+        if (r["output"], r["metric"]) in headline(results) and (r["dataset"] == MEAN or len(results["tests"]) == 1):
             diff = fmt(r.get("difference"), r.get("difference_ci")) if "difference" in r else "reference"
             rows.append((r["cell"] or "-", r["arm"], r["candidate"] or "-", label(r["output"], r["metric"]),
                          fmt(r["mean"], r["ci"]), diff, fmt(r.get("p_holm"))))

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from guardtune.guard import Guard, Rewriter
-from guardtune.serve.batcher import Batcher, rewrite_handler, score_handler
+from guardtune.serve.batcher import Batcher, rewrite_handler, score_handler, similarity_handler
 
 
 @dataclass(frozen=True)
@@ -27,6 +27,7 @@ class ServeSettings:
     fail: str = "closed"  # closed | open: the answer when the guard itself errors
     api_keys: tuple[str, ...] = ()  # empty: no authentication
     model_id: str = ""
+    similarity_model: str = "sentence-transformers/all-MiniLM-L6-v2"  # /v1/detox SIM (loaded on first use)
 
     def __post_init__(self) -> None:
         if self.fail not in ("closed", "open"):
@@ -92,7 +93,8 @@ def create_app(guard: Guard | None, settings: ServeSettings | None = None, rewri
         raise ValueError("nothing to serve: give a guard, a rewriter, or both")
     state = State(guard, settings or ServeSettings(), rewriter)
     handlers = {**({"score": score_handler(guard)} if guard is not None else {}),
-                **({"rewrite": rewrite_handler(rewriter)} if rewriter is not None else {})}
+                **({"rewrite": rewrite_handler(rewriter), "similarity": similarity_handler(state.settings.similarity_model)}
+                   if rewriter is not None else {})}
 
     @asynccontextmanager
     async def lifespan(app):

@@ -51,6 +51,22 @@ def rewrite_handler(rewriter: Any) -> Handler:
     return run
 
 
+def similarity_handler(model_name: str) -> Handler:
+    """Content-similarity jobs (detox SIM): each example carries the input as its prompt and the rewrite as its
+    response; the result is their cosine. The sentence encoder loads on first use, on the model thread."""
+    encoder: list[Any] = []
+
+    def run(examples: list[Example]) -> list[Any]:
+        from guardtune.detox import SentenceEncoder
+
+        if not encoder:
+            encoder.append(SentenceEncoder(model_name))
+        return [float(x) for x in encoder[0].similarity([ex.prompt for ex in examples],
+                                                         [ex.response or "" for ex in examples])]
+
+    return run
+
+
 class Batcher:
     """Jobs -> batches of one type, run on one worker thread by that type's handler."""
 

@@ -32,7 +32,7 @@ class ModerationRequest(BaseModel):
 class DetoxRequest(BaseModel):
     input: str | list[str | TextPart]
     only_flagged: bool = False  # rewrite only what the served guard flags (moderate, then rewrite)
-    scores: bool = False  # the served guard's toxicity score of each input and of its rewrite
+    scores: bool = False  # the guard's toxicity of each input and of its rewrite, and their similarity (SIM)
     model: str | None = None  # accepted and ignored, as in /v1/moderations
 
 
@@ -161,10 +161,9 @@ def add_detox_route(app: Any, state: State) -> None:
         examples, problem = texts_of(body, state)
         if problem:
             return problem
-        if (body.only_flagged or body.scores) and guard is None:
-            return error(400, "only_flagged and scores need a guard: serve one beside the rewriter "
-                              "(guardtune serve GUARD --rewriter RUN)", "invalid_request_error",
-                         "only_flagged" if body.only_flagged else "scores")
+        if body.only_flagged and guard is None:
+            return error(400, "only_flagged needs a guard: serve one beside the rewriter "
+                              "(guardtune serve GUARD --rewriter RUN)", "invalid_request_error", "only_flagged")
         before = None
         if guard is not None and (body.only_flagged or body.scores):
             before, problem = await score_all(state, examples)
@@ -185,6 +184,13 @@ def add_detox_route(app: Any, state: State) -> None:
             else:
                 out[i].update(rewrite=text, rewritten=True)
         if body.scores:
+            pairs = [Example(prompt=o["input"], response=o["rewrite"] or ".") for o in out]
+            similar, problem = await score_all(state, pairs, "similarity")
+            if problem:
+                return problem
+            for o, sim in zip(out, similar):
+                o["similarity"] = None if sim is FAILED else sim
+        if body.scores and guard is not None:  # STA: the served guard's toxicity before and after
             after, problem = await score_all(state, [Example(prompt=o["rewrite"] or ".") for o in out])
             if problem:
                 return problem

@@ -13,14 +13,27 @@ from guardtune.study.spec import Study
 QUALITY = (("prompt_harmful", "f1"), ("prompt_harmful", "auprc"), ("response_harmful", "f1"),
            ("response_harmful", "auprc"), ("response_refusal", "f1"), ("response_refusal", "auprc"),
            ("prompt_categories", "jaccard"), ("response_categories", "jaccard"))
-SHORT = {"prompt_harmful": "prompt", "response_harmful": "response", "response_refusal": "refusal",
+SHORT = {"rewrite": "rewrite", "prompt_harmful": "prompt", "response_harmful": "response", "response_refusal": "refusal",
          "prompt_categories": "prompt cat.", "response_categories": "response cat."}
 HEADLINE = (("prompt_harmful", "f1"), ("prompt_harmful", "auprc"))
+REWRITE = (("rewrite", "j"), ("rewrite", "sta"), ("rewrite", "sim"), ("rewrite", "fl"))  # rewriter arms
+QUALITY = QUALITY + REWRITE
+HEADLINES = HEADLINE + REWRITE[:1]  # a guard study's headline, and a rewriter study's (J)
+PER_ROW = ("jaccard", "j", "sta", "sim", "fl")  # metrics that are means of per-row values
 MEAN = "mean of test sets"
 
 
+NAMES = {"auprc": "AUPRC", "f1": "F1", "jaccard": "Jaccard", "j": "J", "sta": "STA", "sim": "SIM", "fl": "FL"}
+
+
 def label(output: str, metric: str) -> str:
-    return f"{SHORT.get(output, output)} {'AUPRC' if metric == 'auprc' else metric.capitalize() if metric == 'jaccard' else 'F1'}"
+    return f"{SHORT.get(output, output)} {NAMES.get(metric, metric)}"
+
+
+def headline(results: dict[str, Any]) -> list[tuple[str, str]]:
+    """The headline metrics a study's results have: prompt F1 and AUPRC for guards, J for rewriters."""
+    present = {(r["output"], r["metric"]) for r in results["rows"]}
+    return [m for m in HEADLINES if m in present] or list(HEADLINE)
 
 
 
@@ -118,14 +131,15 @@ def cost_table(results: dict[str, Any], cell: str) -> list[str]:
 def quality_tables(results: dict[str, Any], cell: str) -> list[str]:
     rows = [r for r in results["rows"] if r["cell"] == cell]
     lines = []
-    headline = [r for r in rows if r["dataset"] == MEAN]
-    if headline:
+    headline_rows = [r for r in rows if r["dataset"] == MEAN]
+    metrics = headline(results)
+    if headline_rows:
         lines += ["## Headline: mean over the test sets", ""]
-        for metric in HEADLINE:
-            sets = next((r["datasets"] for r in headline if (r["output"], r["metric"]) == metric), None)
+        for metric in metrics:
+            sets = next((r["datasets"] for r in headline_rows if (r["output"], r["metric"]) == metric), None)
             if sets:
                 lines.append(f"- {label(*metric)}: mean over {len(sets)} ({', '.join(sets)}).")
-        lines += ["", *_table(headline, list(HEADLINE), with_difference=True)]
+        lines += ["", *_table(headline_rows, metrics, with_difference=True)]
     for dataset in dict.fromkeys(r["dataset"] for r in rows if r["dataset"] != MEAN):
         mine = [r for r in rows if r["dataset"] == dataset]
         metrics = [q for q in QUALITY if any((r["output"], r["metric"]) == q for r in mine)]

@@ -17,7 +17,7 @@ import numpy as np
 from guardtune.metrics import percentile_interval, resample_weights
 from guardtune.study import stats
 from guardtune.study.runner import ARRAYS, read_result, run_dir, selection, write_json
-from guardtune.study.markdown import HEADLINE, MEAN, QUALITY, label, render
+from guardtune.study.markdown import HEADLINES, MEAN, PER_ROW, QUALITY, headline, label, render
 from guardtune.study.spec import Study
 
 class Arm:
@@ -36,15 +36,15 @@ class Arm:
                 self.results.append(result)
 
     def has(self, dataset: str, output: str, metric: str) -> bool:
-        suffix = "jaccard" if metric == "jaccard" else "y"
+        suffix = metric if metric in PER_ROW else "y"
         return bool(self.arrays) and all(f"{dataset}|{output}|{suffix}" in a for a in self.arrays)
 
     def values(self, dataset: str, output: str, metric: str, W: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Per seed: the metric on all rows (seeds,) and on each resample (seeds x draws)."""
         points, draws = [], []
         for a in self.arrays:
-            if metric == "jaccard":
-                y = p = a[f"{dataset}|{output}|jaccard"]
+            if metric in PER_ROW:  # a mean of per-row values (Jaccard; a rewriter's J, STA, SIM, FL)
+                y = p = a[f"{dataset}|{output}|{metric}"]
                 t = 0.0
             else:
                 y, p, t = a[f"{dataset}|{output}|y"], a[f"{dataset}|{output}|p"], float(a[f"{dataset}|{output}|t"][0])
@@ -88,8 +88,8 @@ def compare_cell(study: Study, arms: list[Arm], tests: dict[str, int]) -> list[d
         per_arm: dict[str, list[tuple[str, float, np.ndarray]]] = {}
         for dataset in present:
             first = next(a.arrays[0] for a in arms if a.has(dataset, output, metric))
-            n = len(first[f"{dataset}|{output}|{'jaccard' if metric == 'jaccard' else 'y'}"])
-            positives = None if metric == "jaccard" else int(first[f"{dataset}|{output}|y"].sum())
+            n = len(first[f"{dataset}|{output}|{metric if metric in PER_ROW else 'y'}"])
+            positives = None if metric in PER_ROW else int(first[f"{dataset}|{output}|y"].sum())
             W = resample_weights(n, study.bootstrap, stats.stable_seed(arm_cell(arms), dataset, output))
             ref = (_summarise(study, reference, dataset, output, metric, W)
                    if reference and reference.has(dataset, output, metric) else None)
@@ -99,7 +99,7 @@ def compare_cell(study: Study, arms: list[Arm], tests: dict[str, int]) -> list[d
                 mine = _summarise(study, arm, dataset, output, metric, W)
                 rows.append(_row(arm, dataset, output, metric, n, positives, mine, ref, arm is reference))
                 per_arm.setdefault(arm.name, []).append((dataset, mine[0], mine[1]))
-        if (output, metric) in HEADLINE and len(present) > 1:
+        if (output, metric) in HEADLINES and len(present) > 1:
             rows.extend(_mean_rows(study, arms, reference, per_arm, output, metric, present))
     return rows
 
@@ -226,12 +226,13 @@ def _plots(results: dict[str, Any], folder: Path) -> list[Path]:
     plt = _plt()
     paths = []
     cells = sorted({r["cell"] for r in results["rows"]})
+    metrics = headline(results)
     for x_key, x_label, name in (("trainable_params", "trainable parameters", "quality_vs_params"),
                                  ("train_seconds", "training wall time (s)", "quality_vs_time")):
-        fig, axes = plt.subplots(len(cells), len(HEADLINE), figsize=(5.2 * len(HEADLINE), 3.8 * len(cells)),
+        fig, axes = plt.subplots(len(cells), len(metrics), figsize=(5.2 * len(metrics), 3.8 * len(cells)),
                                  squeeze=False)
         for i, cell in enumerate(cells):
-            for j, (output, metric) in enumerate(HEADLINE):
+            for j, (output, metric) in enumerate(metrics):
                 ax = axes[i][j]
                 rows = _headline_rows(results, cell, output, metric)
                 for row in rows:

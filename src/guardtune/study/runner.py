@@ -107,6 +107,7 @@ class Pool:
         directory.mkdir(parents=True, exist_ok=True)
         write_json(directory / SPEC, {"key": run.key, "config": run.config, "test": self.study.test,
                                       "threshold": self.study.threshold, "threads": self.threads,
+                                      "detox": self.study.detox,
                                       "workers": self.workers})
         log = (directory / "worker.log").open("ab")
         proc = subprocess.Popen([sys.executable, "-m", "guardtune.study.worker", str(directory)], env=self.env(slot),

@@ -13,6 +13,7 @@
     grid: {model.name: [...]}     # optional further axes, crossed with the arms (backbones, training data...)
     test: {toxicchat: toxicchat_human:test, cold: {name: cold:test, sample: 500, seed: 0}}
     threshold: validation         # F1 at each run's validation max-F1 threshold, or a number (0.5)
+    detox: {style_guard: runs/detox/style-guard}   # rewriter arms: the STA guard (and similarity_model) for J
 
 Search runs use the first seed; the winning candidate then runs with the other seeds. Every run of a study is
 scored on exactly the rows of `test`. A run's directory is named by its settings and a hash of its whole
@@ -34,7 +35,8 @@ from guardtune.fields import check_keys
 from guardtune.report import slug
 
 KEYS = {"name", "output_dir", "train", "arms", "reference", "search", "select", "seeds", "grid", "test",
-        "threshold", "bootstrap", "description"}
+        "threshold", "bootstrap", "description", "detox"}
+DETOX_KEYS = {"style_guard", "similarity_model"}
 
 
 def nested(overrides: dict[str, Any]) -> dict[str, Any]:
@@ -103,6 +105,7 @@ class Study:
     threshold: str | float = "validation"
     bootstrap: int = 1000
     description: str = ""
+    detox: dict[str, Any] = field(default_factory=dict)  # rewriter arms: style_guard (STA), similarity_model (SIM)
     source: Path | None = None
 
     @property
@@ -142,6 +145,20 @@ class Study:
         return len(self.cells) * len(self.arms) * per_arm
 
 
+def _detox(value: Any, path: Path) -> dict[str, Any]:
+    """The detox settings, with a relative style guard read from the study file's folder."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ValueError(f"{path}: detox is a mapping (style_guard, similarity_model), not {value!r}")
+    check_keys(value, DETOX_KEYS, f"{path}: detox")
+    out = dict(value)
+    if out.get("style_guard") and not Path(out["style_guard"]).is_absolute() \
+            and (Path(path).parent / out["style_guard"]).exists():
+        out["style_guard"] = str(Path(path).parent / out["style_guard"])
+    return out
+
+
 def load_study(path: str | Path, output_dir: str | None = None) -> Study:
     path = Path(path)
     data = config_mod.read_mapping(path, "study", "a study is a mapping (name, train, arms, test, ...); "
@@ -177,6 +194,7 @@ def load_study(path: str | Path, output_dir: str | None = None) -> Study:
                   train=train, arms=arms, reference=reference, test=dict(data["test"]),
                   search=dict(data.get("search") or {}), select=str(data.get("select", "val_auprc")), seeds=seeds,
                   grid=dict(data.get("grid") or {}), threshold=threshold, bootstrap=int(data.get("bootstrap", 1000)),
+                  detox=_detox(data.get("detox"), path),
                   description=str(data.get("description") or ""), source=path)
     for cell, _ in study.cells:  # every run's config must be valid before anything starts
         for arm in arms:

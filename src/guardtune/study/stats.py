@@ -40,7 +40,7 @@ def mean(values: np.ndarray, _p: np.ndarray | None, _t: float, W: np.ndarray) ->
     return (W @ values.astype(np.float64)) / W.sum(axis=1)
 
 
-METRICS = {"f1": f1, "auprc": auprc, "jaccard": mean}
+METRICS = {"f1": f1, "auprc": auprc, "jaccard": mean, "j": mean, "sta": mean, "sim": mean, "fl": mean}
 
 
 def seed_draws(per_seed: np.ndarray, seed: int) -> np.ndarray:

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from guardtune.guard import Guard
+from guardtune.guard import Guard, Rewriter
 from guardtune.study.runner import ARRAYS, RESULT, SPEC, write_json
 
 def trainable_params(guard_dir: Path) -> tuple[int | None, int | None]:
@@ -62,7 +62,10 @@ def train_guard(cfg: Any, guard_dir: Path) -> tuple[Guard, dict[str, Any]]:
 
 
 def thresholds_for(guard: Guard, cfg: Any, run_dir: Path, setting: Any) -> dict[str, float]:
-    """Every output's threshold: a fixed number, or the max-F1 threshold on this run's validation data."""
+    """Every output's threshold: a fixed number, or the max-F1 threshold on this run's validation data (a
+    rewriter has none)."""
+    if isinstance(guard, Rewriter):
+        return {}
     if setting != "validation":
         return {output: float(setting) for output in guard.labels.outputs}
     from guardtune.calibrate import calibrate
@@ -76,6 +79,33 @@ def thresholds_for(guard: Guard, cfg: Any, run_dir: Path, setting: Any) -> dict[
         cfg.data.validation, cfg.data.on_bad_row)
     chosen = calibrate(guard.score(validation.examples, show_progress=False), validation.examples, "max_f1")
     return {output: chosen["thresholds"].get(output, 0.5) for output in guard.labels.outputs}
+
+
+def rewrite_tests(rewriter: Any, tests: dict[str, Any], settings: dict[str, Any]) -> tuple[dict, dict, float]:
+    """A rewriter's per-sample J, STA, SIM and FL on every test set (the study's style guard and sentence
+    encoder), and the rewriting time per example."""
+    import guardtune
+    from guardtune import detox
+    from guardtune.data import load_any
+
+    if not settings.get("style_guard"):
+        raise ValueError("a study with rewriter arms needs `detox: {style_guard: RUN}` (the STA guard for J)")
+    style = guardtune.load(settings["style_guard"])
+    encoder = detox.SentenceEncoder(settings.get("similarity_model") or detox.DEFAULT_ENCODER)
+    arrays: dict[str, np.ndarray] = {}
+    summary: dict[str, Any] = {}
+    seconds = rows = 0
+    for name, spec in tests.items():
+        examples = [ex for ex in load_any(spec).examples if detox.references_of(ex)]
+        start = time.perf_counter()
+        outputs = rewriter.rewrite(examples)
+        seconds += time.perf_counter() - start
+        rows += len(examples)
+        summary[name] = {"n": len(examples), "ids": _digest([ex.id for ex in examples])}
+        per = detox.evaluate_rewrites(examples, outputs, style, encoder, n_boot=0)["per_sample"]
+        for metric in ("j", "sta", "sim", "fl"):
+            arrays[f"{name}|rewrite|{metric}"] = np.array(per[metric], dtype=np.float32)
+    return arrays, summary, 1000 * seconds / max(rows, 1)
 
 
 def score_tests(guard: Guard, tests: dict[str, Any], thresholds: dict[str, float]) -> tuple[dict, dict, float]:
@@ -128,7 +158,8 @@ def execute(run_dir: Path, spec: dict[str, Any]) -> dict[str, Any]:
     cfg = config.from_dict({**spec["config"], "output_dir": str(guard_dir)}, f"{run_dir / SPEC}")
     guard, figures = train_guard(cfg, guard_dir)
     thresholds = thresholds_for(guard, cfg, guard_dir, spec.get("threshold", 0.5))
-    arrays, tests, ms = score_tests(guard, spec["test"], thresholds)
+    arrays, tests, ms = rewrite_tests(guard, spec["test"], spec.get("detox") or {}) if isinstance(guard, Rewriter) \
+        else score_tests(guard, spec["test"], thresholds)
     np.savez_compressed(run_dir / ARRAYS, **arrays)
     return {**figures, "inference_ms_per_example": ms, "tests": tests, "thresholds": thresholds,
             "device": str(next(guard.model.parameters()).device) if hasattr(guard, "model") else "cpu"}
