@@ -38,7 +38,7 @@ def server(guard, rewriter=None, **settings):
     instance = uvicorn.Server(config)
     thread = threading.Thread(target=instance.run, daemon=True)
     thread.start()
-    deadline = time.time() + 20
+    deadline = time.time() + 60  # start-up loads models (a detox server's sentence encoder too)
     while not instance.started:
         assert time.time() < deadline, "server did not start"
         time.sleep(0.02)

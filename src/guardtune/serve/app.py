@@ -27,7 +27,7 @@ class ServeSettings:
     fail: str = "closed"  # closed | open: the answer when the guard itself errors
     api_keys: tuple[str, ...] = ()  # empty: no authentication
     model_id: str = ""
-    similarity_model: str = "sentence-transformers/all-MiniLM-L6-v2"  # /v1/detox SIM (loaded on first use)
+    similarity_model: str = "sentence-transformers/all-MiniLM-L6-v2"  # /v1/detox SIM (loaded at start-up)
 
     def __post_init__(self) -> None:
         if self.fail not in ("closed", "open"):
@@ -99,6 +99,8 @@ def create_app(guard: Guard | None, settings: ServeSettings | None = None, rewri
     @asynccontextmanager
     async def lifespan(app):
         s = state.settings
+        if "similarity" in handlers:  # load the sentence encoder now, not in the first request's time budget
+            await asyncio.get_running_loop().run_in_executor(None, handlers["similarity"], [])
         state.batcher = Batcher(handlers, s.max_batch, s.max_wait_ms, s.queue_size, state.metrics)
         yield
         await asyncio.get_running_loop().run_in_executor(None, state.batcher.stop)  # drain, then stop

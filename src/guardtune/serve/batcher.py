@@ -53,7 +53,8 @@ def rewrite_handler(rewriter: Any) -> Handler:
 
 def similarity_handler(model_name: str) -> Handler:
     """Content-similarity jobs (detox SIM): each example carries the input as its prompt and the rewrite as its
-    response; the result is their cosine. The sentence encoder loads on first use, on the model thread."""
+    response; the result is their cosine. The sentence encoder loads on the first call (the app makes one, empty,
+    at start-up)."""
     encoder: list[Any] = []
 
     def run(examples: list[Example]) -> list[Any]:
@@ -61,6 +62,8 @@ def similarity_handler(model_name: str) -> Handler:
 
         if not encoder:
             encoder.append(SentenceEncoder(model_name))
+        if not examples:  # a warm-up call
+            return []
         return [float(x) for x in encoder[0].similarity([ex.prompt for ex in examples],
                                                          [ex.response or "" for ex in examples])]
 
