@@ -141,7 +141,10 @@ def validate(kind: kinds.Kind, model: Any, tokenizer: Any, cfg: TrainConfig, val
     guard = kind.wrap(raw, tokenizer, cfg)
     figures = kind.validate(guard, val_set.examples, run_on_shares(accelerator))
     model.train()
-    loss = float(losses[:, 0].sum() / losses[:, 1].sum().clamp(min=1)) if not sharded(accelerator) else total / max(n, 1)
+    if sharded(accelerator):  # every process ran every row: its own sums are the whole
+        loss = total / max(n, 1)
+    else:
+        loss = float(losses[:, 0].sum() / losses[:, 1].sum().clamp(min=1))
     return {"val_loss": loss, **figures}
 
 
@@ -181,34 +184,53 @@ def resume_point(run: Path, resume: bool, accelerator: Any) -> Path | None:
     return resume_from
 
 
-def train(cfg: TrainConfig, resume: bool = False, overwrite: bool = False, show_progress: bool = True) -> TrainResult:
-    """Train the guard `cfg` describes, of any kind: the kind builds, encodes, validates and wraps; this loop
-    only steps. Keeps the best validation step, saves the guard and scores the test split."""
+@dataclass
+class Session:
+    """Everything one training run holds while it steps (built by `start`)."""
+    cfg: TrainConfig
+    run: Path
+    accelerator: Any
+    kind: kinds.Kind
+    tokenizer: Any
+    data: dict[str, Loaded | None]
+    train_set: Any
+    val_set: Any
+    epoch_batches: Any  # epoch -> this process's batches of training rows
+    total: int
+    eval_every: int
+    save_every: int
+    method: methods.Method
+    params: Any
+    model: Any  # as prepared by accelerate (DDP/FSDP-wrapped)
+    raw: Any  # the module itself
+    optimizer: Any
+    scheduler: Any
+    progress: dict[str, Any]
+    log: Any
+
+
+def start(cfg: TrainConfig, resume: bool, overwrite: bool) -> Session:
+    """The run directory, the data encoded by the kind, the model with its method, the optimiser and schedule,
+    and the progress (restored when resuming)."""
     from accelerate.utils import set_seed
     from transformers import get_scheduler
 
-    from guardtune import ui
-
     t, run = cfg.training, Path(cfg.output_dir)
     accelerator = start_accelerator(t, run)
-    main, world, rank = accelerator.is_main_process, accelerator.num_processes, accelerator.process_index
-    if main:
+    if accelerator.is_main_process:
         prepare_run_dir(run, resume, overwrite)
     accelerator.wait_for_everyone()
     resume_from = resume_point(run, resume, accelerator)
-
     data = read_data(cfg, run)
     labels = LabelSpace.from_examples(data["train"].examples)
     tokenizer = load_tokenizer(cfg.model)
     kind = kinds.get(cfg.model.kind)
     cfg, train_set, val_set = kind.encode(cfg, labels, tokenizer, data)
-    pad_multiple = 8 if accelerator.device.type == "cuda" else None
+    world, rank = accelerator.num_processes, accelerator.process_index
     epoch_batches = lambda epoch: shard(length_grouped_batches(  # noqa: E731
         train_set.lengths, t.batch_size, t.seed, epoch, t.group_by_length), rank, world)
-    total = t.max_steps or max(1, math.ceil(t.epochs * math.ceil(len(epoch_batches(0)) / t.grad_accum)))
-    eval_every = t.eval_every or math.ceil(len(epoch_batches(0)) / t.grad_accum)
-    save_every = t.save_every or eval_every
-
+    per_epoch = math.ceil(len(epoch_batches(0)) / t.grad_accum)
+    total = t.max_steps or max(1, math.ceil(t.epochs * per_epoch))
     set_seed(t.seed)
     method, params = methods.get(cfg.method.name), cfg.method.build()
     model = build_model(cfg, labels, methods.Context(total_steps=total, run_dir=run))
@@ -219,55 +241,74 @@ def train(cfg: TrainConfig, resume: bool = False, overwrite: bool = False, show_
     raw = accelerator.unwrap_model(model)
     progress, log = open_run(cfg, run, accelerator, raw, optimizer, scheduler, method, resume_from, tokenizer,
                              train_set, total)
-    intake = intake_summary(data)
-    _log(log, {"event": "data", **intake})
+    eval_every = t.eval_every or per_epoch
+    return Session(cfg, run, accelerator, kind, tokenizer, data, train_set, val_set, epoch_batches, total,
+                   eval_every, t.save_every or eval_every, method, params, model, raw, optimizer, scheduler,
+                   progress, log)
 
-    bar = ui.bar(total, f"training {cfg.method.name}", enabled=show_progress and main, initial=progress["step"])
-    window = new_window()
+
+def optimizer_step(s: Session) -> None:
+    """Clip, step, schedule, the method's own per-step work (AdaLoRA moves rank), then free the gradients."""
+    if s.cfg.training.max_grad_norm:
+        s.accelerator.clip_grad_norm_(s.model.parameters(), s.cfg.training.max_grad_norm)
+    s.optimizer.step()
+    s.scheduler.step()
+    s.progress["step"] += 1
+    if s.method.on_step is not None:
+        s.method.on_step(s.raw, s.progress["step"])
+    s.optimizer.zero_grad(set_to_none=True)
+
+
+def train(cfg: TrainConfig, resume: bool = False, overwrite: bool = False, show_progress: bool = True) -> TrainResult:
+    """Train the model `cfg` describes, of any kind: the kind builds, encodes, validates and wraps; this loop
+    only steps. Keeps the best validation step, saves the guard and scores the test split."""
+    from guardtune import ui
+
+    s = start(cfg, resume, overwrite)
+    t, progress, accelerator, model = s.cfg.training, s.progress, s.accelerator, s.model
+    intake = intake_summary(s.data)
+    _log(s.log, {"event": "data", **intake})
+    world, pad_multiple = accelerator.num_processes, 8 if accelerator.device.type == "cuda" else None
+    bar = ui.bar(s.total, f"training {s.cfg.method.name}", enabled=show_progress and accelerator.is_main_process,
+                 initial=progress["step"])
+    window, clock = new_window(), time.perf_counter()
     model.train()
-    clock = time.perf_counter()
-    while progress["step"] < total:
-        batches = epoch_batches(progress["epoch"])
+    while progress["step"] < s.total:
+        batches = s.epoch_batches(progress["epoch"])
         for b in range(progress["batch"], len(batches)):
-            batch = on_device(train_set.batch(batches[b], tokenizer.pad_token_id, pad_multiple), accelerator.device)
+            batch = s.train_set.batch(batches[b], s.tokenizer.pad_token_id, pad_multiple)
+            batch = on_device(batch, accelerator.device)
             sync = (b + 1) % t.grad_accum == 0 or b + 1 == len(batches)
             with nullcontext() if sync else accelerator.no_sync(model):
                 loss = model(**batch)  # every kind's module computes its own training loss
-                if method.extra_loss is not None:
-                    loss = loss + method.extra_loss(raw, params)
+                if s.method.extra_loss is not None:
+                    loss = loss + s.method.extra_loss(s.raw, s.params)
                 accelerator.backward(loss / t.grad_accum)
             count(window, progress, loss.item(), len(batch["index"]) * world,
                   int(batch["attention_mask"].sum()) * world)
             progress["batch"] = b + 1
             if not sync:
                 continue
-            if t.max_grad_norm:
-                accelerator.clip_grad_norm_(model.parameters(), t.max_grad_norm)
-            optimizer.step()
-            scheduler.step()
-            progress["step"] += 1
+            optimizer_step(s)
             progress["seconds"], clock = progress.get("seconds", 0.0) + time.perf_counter() - clock, time.perf_counter()
-            if method.on_step is not None:
-                method.on_step(raw, progress["step"])
-            optimizer.zero_grad(set_to_none=True)
             step = progress["step"]
             bar.update(1)
-            if step % t.log_every == 0 or step == total:
-                log_window(accelerator, log, bar, window, step, progress["epoch"], scheduler.get_last_lr()[0])
-            if val_set is not None and (step % eval_every == 0 or step == total):
-                figures = validate(kind, model, tokenizer, cfg, val_set, accelerator)
-                keep_if_best(accelerator, log, run, raw, progress, step, figures)
-            if step % save_every == 0 and step < total and main and not sharded(accelerator):
-                checkpoint.save(run / "checkpoints", raw, optimizer, scheduler, progress,
-                                method.state(raw) if method.state else None, t.keep_checkpoints)
+            if step % t.log_every == 0 or step == s.total:
+                log_window(accelerator, s.log, bar, window, step, progress["epoch"], s.scheduler.get_last_lr()[0])
+            if s.val_set is not None and (step % s.eval_every == 0 or step == s.total):
+                figures = validate(s.kind, model, s.tokenizer, s.cfg, s.val_set, accelerator)
+                keep_if_best(accelerator, s.log, s.run, s.raw, progress, step, figures)
+            if step % s.save_every == 0 and step < s.total and accelerator.is_main_process and not sharded(accelerator):
+                checkpoint.save(s.run / "checkpoints", s.raw, s.optimizer, s.scheduler, progress,
+                                s.method.state(s.raw) if s.method.state else None, t.keep_checkpoints)
             accelerator.wait_for_everyone()
-            if step >= total:
+            if step >= s.total:
                 break
         else:
             progress["epoch"] += 1
             progress["batch"] = 0
     bar.close()
-    result = _finish(cfg, kind, accelerator, model, tokenizer, data, run, progress, log)
+    result = _finish(s.cfg, s.kind, accelerator, model, s.tokenizer, s.data, s.run, progress, s.log)
     result.data = intake
     return result
 
