@@ -12,9 +12,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from guardtune.data import (chinese, davidson, demo, do_not_answer, ethos, harmbench, hub_sources, korean_hate_speech,
-                            multijail, paradetox, simple_safety_tests, toxic_spans, toxicchat, wildguard,
-                            xsafety)
+from guardtune.data import (chinese, davidson, demo, do_not_answer, ethos, harmbench, hub_sources,
+                            korean_hate_speech, multijail, paradetox, phtest, simple_safety_tests, toxic_spans,
+                            toxicchat, wildguard, xsafety)
 from guardtune.data.intake import Intake
 
 P, R, REF = "prompt_harmful", "response_harmful", "response_refusal"
@@ -83,6 +83,10 @@ DATASETS: dict[str, DatasetInfo] = {
     "davidson_hate_offensive": DatasetInfo(
         davidson.load, "local", ("en",), (P, PC), ("all",), "24,766", "MIT",
         "tweets: hate speech / offensive language / neither", folder="davidson_hate_offensive", base="all"),
+    "phtest": DatasetInfo(
+        phtest.load, "local", ("en",), (P,), ("test",), "3,260 (2,069 harmless, 1,191 controversial)",
+        "none stated (research use)", "pseudo-harmful prompts: false-refusal / over-blocking check",
+        folder="phtest"),
     "toxicn": DatasetInfo(
         chinese.load_toxicn, "local", ("zh",), (P, PC), ("train", "test"), "9,600 / 2,411", "CC BY-NC-ND 4.0",
         "Chinese toxic language: toxic, type, targets", folder="toxicn"),
