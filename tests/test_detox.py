@@ -152,6 +152,8 @@ def test_edit_tagger_learns_to_delete_on_the_embedded_encoder(tmp_path, pairs_fi
                        method="full", steps=40, **{"training.lr": 5e-4, "model.phrase_vocab": 10})
     result = train(cfg, show_progress=False)
     assert config.load(tmp_path / "tagger" / "config.yaml").model.phrases  # the vocabulary is part of the run
+    start = json.loads((tmp_path / "tagger" / "log.jsonl").read_text().splitlines()[0])
+    assert start["train_set"]["pairs"] == 24 and start["train_set"]["pairs_left_out"] >= 0  # coverage is logged
     examples = load(str(pairs_file)).examples[:8]
     outputs = check_rewriter(result.guard, examples, reload=lambda: guardtune.load(tmp_path / "tagger"))
     exact = np.mean([o == ex.rewrite for o, ex in zip(outputs, examples)])
@@ -255,7 +257,7 @@ def test_a_study_compares_rewriter_arms_on_j(tmp_path, tiny, pairs_file):
     from guardtune.baselines import TfidfGuard
     from guardtune.study import load_study, run_study, write_report
 
-    style = TfidfGuard(name="style").fit(
+    TfidfGuard(name="style").fit(
         [Example(prompt=f"you damn {w} {i}", prompt_harmful=1) for i, w in enumerate("abcdefgh")] +
         [Example(prompt=f"you {w} {i}", prompt_harmful=0) for i, w in enumerate("abcdefgh")]).save(tmp_path / "style")
     study = {

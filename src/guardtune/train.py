@@ -333,6 +333,7 @@ def open_run(cfg, run, accelerator, raw, optimizer, scheduler, method, resume_fr
                    "world_size": accelerator.num_processes, "train_examples": len(train_set.examples),
                    "trainable_params": sum(p.numel() for p in raw.parameters() if p.requires_grad),
                    "params": sum(p.numel() for p in raw.parameters()), "kind": cfg.model.kind,
+                   **({"train_set": train_set.info} if getattr(train_set, "info", None) else {}),
                    "outputs": list(raw.labels.outputs)})
     return progress, log
 

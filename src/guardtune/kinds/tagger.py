@@ -54,6 +54,7 @@ class TagEncoded:
     slots: list[list[int]]
     tags: list[list[int]]
     lengths: np.ndarray
+    info: dict = dataclasses.field(default_factory=dict)  # logged with the run's start (pairs left out)
 
     def batch(self, index: list[int], pad_id: int, pad_to_multiple_of: int | None = None) -> dict:
         import torch
@@ -134,16 +135,13 @@ def build(cfg: Any, labels: LabelSpace, backbone: Any) -> Any:
 
 
 def encode(cfg: Any, labels: LabelSpace, tokenizer: Any, data: dict) -> tuple[Any, Any, Any]:
-    import logging
-
     pairs = training_pairs(data["train"].examples, cfg)
     if cfg.model.phrases is None:  # learned once, then part of the run: a resumed or loaded run uses the same
         phrases = phrase_vocabulary([(ex.prompt, t) for ex, t in pairs], cfg.model.phrase_vocab)
         cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, phrases=phrases))
     train, left_out = encode_pairs(pairs, tokenizer, cfg)
-    if left_out:
-        logging.getLogger("guardtune").info("edit tagger: %d of %d training pairs need a phrase outside the "
-                                            "vocabulary and are left out", left_out, len(pairs))
+    train.info = {"pairs": len(pairs), "pairs_left_out": left_out,  # a phrase outside the vocabulary
+                  "phrases": len(cfg.model.phrases or [])}
     validation = None
     if data.get("validation"):
         kept = [ex for ex in data["validation"].examples if references(ex)]
