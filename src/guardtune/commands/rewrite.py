@@ -13,8 +13,6 @@ Each line of --file holds an id (or is named by its line number) and a `prompt` 
 from __future__ import annotations
 
 import argparse
-import json
-import os
 from pathlib import Path
 
 from guardtune.commands import add_trust_argument
@@ -68,49 +66,18 @@ def run_rewrite(args: argparse.Namespace) -> int:
     return 0
 
 
-def rewrite_file(rewriter, source: Path, out: Path, batch_size: int = 32, show_progress: bool = True) -> tuple[int, int]:
-    """Like `moderate --file`: ids already in `out` are skipped, a line cut off by a crash is removed first."""
-    from guardtune.commands.serve import _check_keys, _key, _written_ids
-    from guardtune.data.reading import JSONRejected, loads
-    from guardtune.ui import bar
+def rewrite_file(rewriter, source: Path, out: Path, batch_size: int = 32,
+                 show_progress: bool = True) -> tuple[int, int]:
+    """Like `moderate --file` (commands/streaming.py): resumable, ids already in `out` skipped."""
+    from guardtune.commands.streaming import stream_jsonl
 
-    done = _written_ids(out)
-    total = _check_keys(source, "id")
-    progress = bar(total, "rewriting", enabled=show_progress)
-    new = 0
-    pending: list[tuple[str, str]] = []
-    with out.open("a", encoding="utf-8") as sink:
-        def flush() -> None:
-            nonlocal new
-            for (key, _), text in zip(pending, rewrite_texts(rewriter, [t for _, t in pending], batch_size)):
-                sink.write(json.dumps({"id": key, "rewrite": text}, ensure_ascii=False) + "\n")
-            sink.flush()
-            os.fsync(sink.fileno())
-            progress.update(len(pending))
-            new += len(pending)
-            pending.clear()
+    def parse(row: dict) -> str:
+        text = row.get("prompt", row.get("text"))
+        if not isinstance(text, str):
+            raise ValueError("needs a prompt or text string")
+        return text
 
-        with source.open(encoding="utf-8") as lines:
-            for number, line in enumerate(lines, 1):
-                if not line.strip():
-                    progress.update(1)
-                    continue
-                try:
-                    row = loads(line)
-                    key = _key(row, number, "id")
-                    text = row.get("prompt", row.get("text"))
-                    if not isinstance(text, str):
-                        raise ValueError("needs a prompt or text string")
-                except (ValueError, TypeError, AttributeError, JSONRejected) as err:
-                    raise ValueError(f"{source}:{number}: {err}") from None
-                if key in done:
-                    progress.update(1)
-                    continue
-                done.add(key)
-                pending.append((key, text))
-                if len(pending) >= batch_size:
-                    flush()
-            if pending:
-                flush()
-    progress.close()
-    return total - new, new
+    def work(texts: list[str]) -> list[dict]:
+        return [{"rewrite": text} for text in rewrite_texts(rewriter, texts, batch_size)]
+
+    return stream_jsonl(source, out, parse, work, batch_size, "rewriting", show_progress=show_progress)

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -103,96 +102,21 @@ def run_moderate(args: argparse.Namespace) -> int:
 
 def moderate_file(guard: Guard, source: Path, out: Path, batch_size: int = 64, show_progress: bool = True,
                   key_by: str = "id") -> tuple[int, int]:
-    """Stream `source` (JSONL) through the guard into `out`, skipping ids `out` already has. A line cut off
-    by a crash is removed first. Verdicts are keyed by each line's id (a repeated id is an error naming both
-    lines, never a silent drop) or, with key_by="line", by line number. Returns (already done, newly written)."""
+    """Stream `source` (JSONL) through the guard into `out`, skipping ids `out` already has (see
+    commands/streaming.py: resumable, a repeated id an error naming both lines). Returns (already done, new)."""
+    from guardtune.commands.streaming import stream_jsonl
     from guardtune.data.example import Example
-    from guardtune.data.reading import JSONRejected, loads
     from guardtune.guard import verdict
-    from guardtune.ui import bar
 
-    done = _written_ids(out)
-    total = _check_keys(source, key_by)
-    progress = bar(total, "moderating", enabled=show_progress, initial=0)
-    new = 0
-    pending: list[tuple[str, Example]] = []
-    with out.open("a", encoding="utf-8") as sink:
-        def flush() -> None:
-            nonlocal new
-            if not pending:
-                return
-            scores = guard.score([ex for _, ex in pending])
-            for row, (key, _) in enumerate(pending):
-                sink.write(json.dumps({"id": key, **verdict(guard, scores, row)}, ensure_ascii=False) + "\n")
-            sink.flush()
-            os.fsync(sink.fileno())
-            progress.update(len(pending))
-            new += len(pending)
-            pending.clear()
+    def parse(row: dict) -> Example:
+        return Example(prompt=row.get("prompt", row.get("text")), response=row.get("response"))
 
-        with source.open(encoding="utf-8") as lines:
-            for number, line in enumerate(lines, 1):
-                if not line.strip():
-                    progress.update(1)
-                    continue
-                try:
-                    row = loads(line)
-                    key = _key(row, number, key_by)
-                    example = Example(prompt=row.get("prompt", row.get("text")), response=row.get("response"))
-                except (ValueError, TypeError, AttributeError, JSONRejected) as err:
-                    raise ValueError(f"{source}:{number}: {err} (each line needs a prompt or text)") from None
-                if key in done:
-                    progress.update(1)
-                    continue
-                done.add(key)
-                pending.append((key, example))
-                if len(pending) >= batch_size:
-                    flush()
-            flush()
-    progress.close()
-    return total - new, new
+    def work(examples: list[Example]) -> list[dict]:
+        scores = guard.score(examples)
+        return [verdict(guard, scores, row) for row in range(len(examples))]
 
-
-def _key(row: dict, number: int, key_by: str) -> str:
-    if key_by == "line" or "id" not in row:
-        return f"line-{number}"
-    if isinstance(row["id"], (dict, list)) or row["id"] is None:
-        raise ValueError(f"id must be text or a number, got {row['id']!r}")
-    return str(row["id"])
-
-
-def _check_keys(source: Path, key_by: str) -> int:
-    """The number of lines, after checking that no two lines share an id (with key_by="id")."""
-    from guardtune.data.reading import loads
-
-    seen: dict[str, int] = {}
-    total = 0
-    with source.open(encoding="utf-8", errors="replace") as lines:
-        for number, line in enumerate(lines, 1):
-            total = number
-            if key_by != "id" or not line.strip():
-                continue
-            try:
-                key = _key(loads(line), number, key_by)
-            except Exception:  # noqa: BLE001 - the scoring pass reports the line's own error, located
-                continue
-            if key in seen:
-                raise ValueError(f"{source}:{number}: id {key!r} is also on line {seen[key]}; each line needs its "
-                                 "own id, or pass --key line to name verdicts by line number")
-            seen[key] = number
-    return total
-
-
-def _written_ids(out: Path) -> set[str]:
-    """Ids already in `out`; a last line without its newline (the process died mid-write) is cut off."""
-    if not out.exists():
-        return set()
-    data = out.read_bytes()
-    complete = data[:data.rfind(b"\n") + 1]
-    if len(complete) != len(data):
-        with out.open("r+b") as f:
-            f.truncate(len(complete))
-    return {json.loads(line)["id"] for line in complete.decode("utf-8").splitlines() if line.strip()}
+    return stream_jsonl(source, out, parse, work, batch_size, "moderating", key_by, show_progress,
+                        hint=" (each line needs a prompt or text)")
 
 
 def run_serve(args: argparse.Namespace) -> int:
