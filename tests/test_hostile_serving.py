@@ -15,7 +15,11 @@ from tests.test_serve import guard, server  # noqa: F401 - the module's guard fi
 
 @pytest.fixture(scope="module")
 def url(guard):  # noqa: F811
-    with server(guard, max_chars=200, max_inputs=4) as (address, _):
+    from guardtune.baselines import DeleteRewriter
+    from guardtune.data.example import Example
+
+    rewriter = DeleteRewriter(min_count=1).fit([Example(prompt="you damn fool", rewrite="you fool")])
+    with server(guard, rewriter=rewriter, max_chars=200, max_inputs=4) as (address, _):  # /v1/detox too
         yield address
 
 
@@ -39,7 +43,7 @@ bodies = st.one_of(
 
 
 @settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(body=bodies, path=st.sampled_from(["/v1/moderations", "/v1/guard"]))
+@given(body=bodies, path=st.sampled_from(["/v1/moderations", "/v1/guard", "/v1/detox"]))
 def test_any_body_gets_an_answer_under_500(url, body, path):
     r = httpx.post(f"{url}{path}", content=body, headers={"content-type": "application/json"}, timeout=30)
     assert r.status_code < 500, r.text
@@ -56,14 +60,16 @@ def test_any_body_gets_an_answer_under_500(url, body, path):
     (b'{"input": "unterminated', "invalid JSON"),
 ])
 def test_malformed_bodies_get_openai_style_400s(url, body, words):
-    r = httpx.post(f"{url}/v1/moderations", content=body, headers={"content-type": "application/json"})
-    assert r.status_code == 400 and is_openai_error(r) and words in r.json()["error"]["message"]
+    for path in ("/v1/moderations", "/v1/detox"):
+        r = httpx.post(f"{url}{path}", content=body, headers={"content-type": "application/json"})
+        assert r.status_code == 400 and is_openai_error(r) and words in r.json()["error"]["message"]
 
 
 def test_a_lone_surrogate_is_refused_with_its_index_not_scored(url):
     body = b'{"input": ["fine", "bad \\ud800 text"]}'
-    r = httpx.post(f"{url}/v1/moderations", content=body, headers={"content-type": "application/json"})
-    assert r.status_code == 422 and r.json()["error"]["param"] == "input[1]"
+    for path in ("/v1/moderations", "/v1/detox"):
+        r = httpx.post(f"{url}{path}", content=body, headers={"content-type": "application/json"})
+        assert r.status_code == 422 and r.json()["error"]["param"] == "input[1]"
 
 
 def test_a_chunked_body_is_refused_at_the_limit(url):

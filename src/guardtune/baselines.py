@@ -203,10 +203,6 @@ class HFClassifierGuard(GuardBase):
 
 # ---- detoxification baselines (the Rewriter protocol) ----------------------------------------------------------
 
-def words(text: str) -> list[str]:
-    return text.split()
-
-
 def _key(word: str) -> str:
     return word.lower().strip(".,!?;:'\"()[]*")
 
@@ -241,6 +237,7 @@ class DeleteRewriter:
         from collections import Counter
 
         from guardtune.detox import references_of
+        from guardtune.edits import words
 
         seen: Counter = Counter()
         dropped: Counter = Counter()
@@ -259,6 +256,8 @@ class DeleteRewriter:
 
     def rewrite(self, examples: Sequence[Example], batch_size: int | None = None,
                 show_progress: bool = False) -> list[str]:
+        from guardtune.edits import words
+
         return [" ".join(w for w in words(ex.prompt) if _key(w) not in self.lexicon_) for ex in examples]
 
     def save(self, directory: str | Path) -> Path:

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from guardtune.data.example import Example
+from guardtune.detox import references_of as references
 from guardtune.guard import Thresholds
 from guardtune.kinds.kind import Kind
 from guardtune.labels import LabelSpace
@@ -29,13 +30,6 @@ IGNORE = -100
 SEQ2SEQ_PREFIX = "detoxify: "
 PROMPT = "Rewrite the text so that it is not toxic and keeps its meaning.\nText: {text}\nRewrite:"
 BATCH_TOKENS_PER_ROW = 64  # generation batches hold batch_size rows or batch_size x this many padded tokens
-
-
-def references(example: Example) -> list[str]:
-    refs = example.meta.get("references") if example.meta else None
-    if refs:
-        return [str(r) for r in refs]
-    return [example.rewrite] if example.rewrite is not None else []
 
 
 def training_pairs(examples: Sequence[Example], cfg: Any) -> list[tuple[Example, str]]:

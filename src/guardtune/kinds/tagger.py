@@ -73,17 +73,20 @@ class TagEncoded:
         return out
 
 
-def encode_pairs(pairs: list[tuple[Example, str]], tokenizer: Any, cfg: Any) -> tuple[TagEncoded, int]:
-    """(encoded pairs, how many were left out because a phrase is outside the vocabulary)."""
+def encode_pairs(pairs: list[tuple[Example, str]], tokenizer: Any, cfg: Any,
+                 keep_all: bool = False) -> tuple[TagEncoded, int]:
+    """(encoded pairs, how many need a phrase outside the vocabulary). Training leaves those out; validation
+    (`keep_all`) keeps every item for the chrF that picks the best step, such an item carrying no loss."""
     index = {p: k for k, p in enumerate(vocabulary(cfg))}
-    kept, tags = [], []
+    kept, tags, uncovered = [], [], 0
     for ex, target in pairs:
         ids = tag_ids(tag_pair(words(ex.prompt), words(target)), index)
-        if ids is not None:
+        uncovered += ids is None
+        if ids is not None or keep_all:
             kept.append(ex)
-            tags.append(ids)
+            tags.append(ids or [IGNORE] * (len(words(ex.prompt)) + 1))
     input_ids, slots = slots_of(tokenizer, [ex.prompt for ex in kept], cfg.model.max_length)
-    return TagEncoded(kept, input_ids, slots, tags, np.array([len(x) for x in input_ids])), len(pairs) - len(kept)
+    return TagEncoded(kept, input_ids, slots, tags, np.array([len(x) for x in input_ids])), uncovered
 
 
 class TaggerRewriter:
@@ -144,19 +147,9 @@ def encode(cfg: Any, labels: LabelSpace, tokenizer: Any, data: dict) -> tuple[An
                   "phrases": len(cfg.model.phrases or [])}
     validation = None
     if data.get("validation"):
-        kept = [ex for ex in data["validation"].examples if references(ex)]
-        validation = _all_items(kept, tokenizer, cfg) if kept else None
+        kept = [(ex, references(ex)[0]) for ex in data["validation"].examples if references(ex)]
+        validation = encode_pairs(kept, tokenizer, cfg, keep_all=True)[0] if kept else None
     return cfg, train, validation
-
-
-def _all_items(kept: list[Example], tokenizer: Any, cfg: Any) -> TagEncoded:
-    """Validation keeps every item for the chrF that picks the best step; items whose reference needs a phrase
-    outside the vocabulary carry no loss (their tags are all -100)."""
-    index = {p: k for k, p in enumerate(vocabulary(cfg))}
-    input_ids, slots = slots_of(tokenizer, [ex.prompt for ex in kept], cfg.model.max_length)
-    tags = [tag_ids(tag_pair(words(ex.prompt), words(references(ex)[0])), index) or [IGNORE] * len(s)
-            for ex, s in zip(kept, slots)]
-    return TagEncoded(kept, input_ids, slots, tags, np.array([len(x) for x in input_ids]))
 
 
 def wrap(model: Any, tokenizer: Any, cfg: Any, thresholds: Thresholds | None = None, name: str = "") -> TaggerRewriter:
