@@ -7,6 +7,7 @@ import argparse
 import sys
 
 from guardtune import __version__
+from guardtune.commands import chat as chat_cmd
 from guardtune.commands import data as data_cmd
 from guardtune.commands import demo as demo_cmd
 from guardtune.commands import detox as detox_cmd
@@ -27,6 +28,7 @@ Start here:
   guardtune calibrate RUN --data NAME     thresholds chosen on validation data, saved in the run
   guardtune moderate RUN "text"           a verdict (or --file in.jsonl --out out.jsonl, resumable)
   guardtune serve RUN --port 8000         an OpenAI-compatible moderation server
+  guardtune chat RUN                      talk to a dual-path guard (a chat model that also guards)
   guardtune detox                         train and evaluate the embedded default detoxifier (ParaDetox)
   guardtune rewrite RUN "text"            detoxify a text with a rewriter (or --file, resumable)
   guardtune baseline fewshot --model ID   a few-shot prompted instruct model, no training
@@ -50,6 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
     train_cmd.add_parser(commands)
     evaluate_cmd.add_parser(commands)
     serve_cmd.add_parser(commands)
+    chat_cmd.add_parser(commands)
     rewrite_cmd.add_parser(commands)
     study_cmd.add_parser(commands)
     data_cmd.add_parser(commands)

@@ -24,10 +24,11 @@ class ModelConfig:
     name: str = DEFAULT_BACKBONE  # a hub id or a local directory
     kind: str = "classifier"  # one of guardtune.kinds.KINDS: classifier (a head on the backbone) | generative
                                # (a causal LM answering in JSON) | rewriter (detox: a seq2seq or causal LM) |
-                               # edit_tagger (detox: keep/delete/insert tags on an encoder)
+                               # edit_tagger (detox: keep/delete/insert tags on an encoder) | dual_path (a
+                               # chat LM that also guards: adapters + head on, chat exactly as before off)
     pooling: str | None = None  # classifier: last | mean | first; None: mean for encoders, else last
     max_length: int | None = None  # tokens; longer conversations are truncated (prompt and response both kept).
-                                   # None: the kind's default (classifier 256, generative 1024: policy + answer)
+                                   # None: the kind's default (classifier 256, generative 1024: policy + answer, dual_path 512)
     dtype: str = "auto"  # auto (bfloat16 on a bf16-capable GPU, else float32) | float32 | bfloat16 | float16
     trust_remote_code: bool = False
     revision: str | None = None

@@ -12,7 +12,6 @@ import numpy as np
 import torch
 
 from guardtune.data.example import Example
-from guardtune.labels import LabelSpace
 
 
 def template(example: Example) -> tuple[str, str | None]:
@@ -54,12 +53,6 @@ class Encoded:
     mask: np.ndarray
     lengths: np.ndarray
     pos_weight: torch.Tensor | None = None  # weight of positives in the loss, per output (training.pos_weight)
-
-    @classmethod
-    def build(cls, examples: Sequence[Example], tokenizer, labels: LabelSpace, max_length: int) -> Encoded:
-        targets, mask = labels.targets(examples)
-        ids = tokenize(examples, tokenizer, max_length)
-        return cls(examples, ids, targets, mask, lengths_of(ids))
 
     def batch(self, index: list[int], pad_id: int, pad_to_multiple_of: int | None = None) -> dict:
         out = collate([self.input_ids[i] for i in index], pad_id, pad_to_multiple_of)

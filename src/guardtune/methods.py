@@ -18,11 +18,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from guardtune.models.backbone import block_linear_pattern, linear_names, top_stack, torch_dtype
+from guardtune.models.backbone import block_linear_pattern, linear_names, select_blocks, top_stack, torch_dtype
 from guardtune.models.trunk_cache import TrunkCache
 
 Targets = list[str] | str | None  # None: every linear in the attention and MLP blocks; a list: those leaf names
                                   # inside the blocks; a string: a PEFT regex used as is
+Layers = str | list[int] | None  # None: every block; `top:k`: the k blocks nearest the output; a list of indices
 
 
 @dataclass(frozen=True)
@@ -48,6 +49,7 @@ class LoraParams:
     alpha: float | None = None  # None: 2 * r
     dropout: float = 0.05
     target_modules: Targets = None
+    layers: Layers = None  # adapt only these blocks (top:k lets a dual-path guard share the rest)
     rslora: bool = False  # scale by alpha / sqrt(r) instead of alpha / r
     bias: str = "none"
 
@@ -84,6 +86,7 @@ class AdaLoraParams:
     beta2: float = 0.85
     orth_reg_weight: float = 0.5
     target_modules: Targets = None
+    layers: Layers = None  # adapt only these blocks (top:k lets a dual-path guard share the rest)
 
 
 @dataclass(frozen=True)
@@ -98,6 +101,7 @@ class VeraParams:
     d_initial: float = 0.1
     dropout: float = 0.0
     target_modules: Targets = None
+    layers: Layers = None  # adapt only these blocks (top:k lets a dual-path guard share the rest)
 
 
 @dataclass(frozen=True)
@@ -107,6 +111,7 @@ class LycorisParams:  # LoHa and LoKr
     rank_dropout: float = 0.0
     module_dropout: float = 0.0
     target_modules: Targets = None
+    layers: Layers = None  # adapt only these blocks (top:k lets a dual-path guard share the rest)
 
 
 @dataclass(frozen=True)
@@ -120,6 +125,9 @@ class Method:
     state: Callable[[nn.Module], dict] | None = None  # what a resumable checkpoint must carry besides tensors
     load_state: Callable[[nn.Module, dict], None] | None = None
     initial_adapter: bool = False  # PiSSA: keep the initial adapter so the saved one applies to the original base
+    # whether switching the adapter off gives back the base model exactly (PiSSA changes the base weights; full
+    # and freeze have no adapter): what a dual-path guard, which must chat as the untouched model, needs
+    switchable: bool = True
 
 
 # ---- full and freeze -----------------------------------------------------------------------------------------
@@ -144,15 +152,18 @@ def unfreeze_top_layers(model: nn.Module, params: FreezeParams, ctx: Context) ->
 
 # ---- PEFT methods --------------------------------------------------------------------------------------------
 
-def targets(backbone: nn.Module, given: Targets) -> str:
+def targets(backbone: nn.Module, given: Targets, layers: Layers = None) -> str:
     if isinstance(given, str):
+        if layers is not None:
+            raise ValueError("layers cannot be combined with a target_modules regex: name the blocks in the regex")
         return given
     found = linear_names(backbone)
     missing = sorted(set(given or ()) - set(found))
     if missing:
         raise ValueError(f"target module(s) {missing} are not linear layers of {type(backbone).__name__}'s blocks; "
                          f"found: {found}")
-    return block_linear_pattern(backbone, list(given) if given else None)
+    blocks = select_blocks(backbone, layers) if layers is not None else None
+    return block_linear_pattern(backbone, list(given) if given else None, blocks)
 
 
 def add_peft(model: nn.Module, config: Any) -> None:
@@ -165,7 +176,7 @@ def lora_config(backbone: nn.Module, p: LoraParams, **extra: Any) -> Any:
     from peft import LoraConfig
 
     return LoraConfig(r=p.r, lora_alpha=p.alpha or 2 * p.r, lora_dropout=p.dropout, bias=p.bias,
-                      target_modules=targets(backbone, p.target_modules), use_rslora=p.rslora, **extra)
+                      target_modules=targets(backbone, p.target_modules, p.layers), use_rslora=p.rslora, **extra)
 
 
 def add_lora(model: nn.Module, params: LoraParams, ctx: Context, use_dora: bool = False) -> None:
@@ -220,7 +231,7 @@ def add_adalora(model: nn.Module, params: AdaLoraParams, ctx: Context) -> None:
         init_r=params.init_r, target_r=params.target_r, lora_alpha=params.alpha, lora_dropout=params.dropout,
         tinit=_steps(params.tinit, ctx.total_steps), tfinal=_steps(params.tfinal, ctx.total_steps),
         deltaT=params.delta_t, beta1=params.beta1, beta2=params.beta2, orth_reg_weight=params.orth_reg_weight,
-        total_step=ctx.total_steps, target_modules=targets(model.backbone, params.target_modules)))
+        total_step=ctx.total_steps, target_modules=targets(model.backbone, params.target_modules, params.layers)))
 
 
 def adalora_update(model: nn.Module, step: int) -> None:
@@ -261,7 +272,7 @@ def add_vera(model: nn.Module, params: VeraParams, ctx: Context) -> None:
     from peft import VeraConfig
 
     add_peft(model, VeraConfig(r=params.r, d_initial=params.d_initial, vera_dropout=params.dropout,
-                               target_modules=targets(model.backbone, params.target_modules)))
+                               target_modules=targets(model.backbone, params.target_modules, params.layers)))
 
 
 def add_lycoris(model: nn.Module, params: LycorisParams, ctx: Context, kind: str) -> None:
@@ -270,15 +281,15 @@ def add_lycoris(model: nn.Module, params: LycorisParams, ctx: Context, kind: str
     config = {"loha": peft.LoHaConfig, "lokr": peft.LoKrConfig}[kind]
     add_peft(model, config(r=params.r, alpha=params.alpha, rank_dropout=params.rank_dropout,
                            module_dropout=params.module_dropout,
-                           target_modules=targets(model.backbone, params.target_modules)))
+                           target_modules=targets(model.backbone, params.target_modules, params.layers)))
 
 
 METHODS: dict[str, Method] = {
-    "full": Method(NoParams, train_everything, peft=False),
-    "freeze": Method(FreezeParams, unfreeze_top_layers, peft=False),
+    "full": Method(NoParams, train_everything, peft=False, switchable=False),
+    "freeze": Method(FreezeParams, unfreeze_top_layers, peft=False, switchable=False),
     "lora": Method(LoraParams, add_lora),
     "dora": Method(DoraParams, partial(add_lora, use_dora=True)),
-    "pissa": Method(PissaParams, add_pissa, initial_adapter=True),
+    "pissa": Method(PissaParams, add_pissa, initial_adapter=True, switchable=False),
     "qlora": Method(QLoraParams, add_qlora, quantization=four_bit),
     "adalora": Method(AdaLoraParams, add_adalora, on_step=adalora_update, extra_loss=adalora_orthogonality,
                       state=adalora_state, load_state=load_adalora_state),

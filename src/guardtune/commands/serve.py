@@ -13,7 +13,9 @@ one line per input with the same id; re-running with the same --out skips ids al
 interrupted job resumes without losing or repeating a line.
 
 serve answers OpenAI moderation requests at POST /v1/moderations, full verdicts at POST /v1/guard, and
-GET /healthz, /readyz and /metrics (Prometheus). See docs/serving.md.
+GET /healthz, /readyz and /metrics (Prometheus). A dual-path guard (a chat model that also guards) also
+answers POST /v1/chat/completions, moderating prompt and answer with the same model (--chat-mode).
+See docs/serving.md.
 """
 
 from __future__ import annotations
@@ -65,6 +67,10 @@ def add_parser(commands) -> None:
                                            "neither: no authentication")
     s.add_argument("--model-id", help="the model name reported in responses (default: the run directory)")
     s.add_argument("--device", help="e.g. cuda, cuda:1, cpu (default: where the guard loads)")
+    s.add_argument("--chat-mode", choices=("block", "annotate"), default="block",
+                   help="a dual-path guard also serves /v1/chat/completions: block answers a flagged turn with the "
+                        "refusal (default), annotate returns the completion; the verdicts come with both")
+    s.add_argument("--max-new-tokens", type=int, default=512, help="/v1/chat/completions: the longest answer")
     s.add_argument("--rewriter", metavar="RUN",
                    help="also serve POST /v1/detox with this rewriter (RUN itself may be a rewriter instead of a "
                         "guard); with a guard beside it, /v1/detox can rewrite only what the guard flags")
@@ -125,7 +131,8 @@ def run_serve(args: argparse.Namespace) -> int:
 
     keys = read_api_keys(args.api_keys_file)
     settings = ServeSettings(args.max_batch, args.max_wait_ms, args.queue_size, args.timeout, args.max_chars,
-                             args.max_inputs, args.fail, keys, args.model_id or "")
+                             args.max_inputs, args.fail, keys, args.model_id or "", chat_mode=args.chat_mode,
+                             max_new_tokens=args.max_new_tokens)
     from guardtune.guard import Rewriter
 
     first = guardtune.load(args.guard, device=args.device, trust_remote_code=args.trust_remote_code)

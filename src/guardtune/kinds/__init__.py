@@ -10,13 +10,14 @@ docs/architecture.md for a skeleton.
 from __future__ import annotations
 
 from guardtune.kinds.classifier import CLASSIFIER
+from guardtune.kinds.dual_path import DUAL_PATH
 from guardtune.kinds.generative import GENERATIVE
 from guardtune.kinds.kind import Kind, validate_scores
 from guardtune.kinds.rewriter import REWRITER
 from guardtune.kinds.tagger import TAGGER
 
 KINDS: dict[str, Kind] = {"classifier": CLASSIFIER, "generative": GENERATIVE, "rewriter": REWRITER,
-                          "edit_tagger": TAGGER}
+                          "edit_tagger": TAGGER, "dual_path": DUAL_PATH}
 
 __all__ = ["KINDS", "Kind", "get", "validate_scores"]
 

@@ -7,7 +7,7 @@ labels) weighs positives in the loss. The guard scores in padding-bounded batche
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -63,10 +63,21 @@ def build(cfg: Any, labels: LabelSpace, backbone: Any) -> Any:
 
 
 def encode(cfg: Any, labels: LabelSpace, tokenizer: Any, data: dict) -> tuple[Any, Any, Any]:
-    from guardtune.encoding import Encoded
+    from guardtune.encoding import tokenize
+
+    return encode_targets(cfg, labels, data, lambda examples: tokenize(examples, tokenizer, cfg.model.max_length))
+
+
+def encode_targets(cfg: Any, labels: LabelSpace, data: dict,
+                   ids_of: Callable[[Sequence[Example]], list[list[int]]]) -> tuple[Any, Any, Any]:
+    """Training and validation sets of targets and label masks over the token ids `ids_of(examples)` gives (any
+    kind whose module returns the masked loss of models/classifier.py), with training.pos_weight."""
+    from guardtune.encoding import Encoded, lengths_of
 
     def split(loaded: Any) -> Encoded:
-        return Encoded.build(loaded.examples, tokenizer, labels, cfg.model.max_length)
+        ids = ids_of(loaded.examples)
+        targets, mask = labels.targets(loaded.examples)
+        return Encoded(loaded.examples, ids, targets, mask, lengths_of(ids))
 
     train = split(data["train"])
     validation = split(data["validation"]) if data.get("validation") else None

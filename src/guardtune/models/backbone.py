@@ -144,9 +144,34 @@ def linear_names(model: nn.Module) -> list[str]:
     return names
 
 
-def block_linear_pattern(model: nn.Module, leaves: list[str] | None = None) -> str:
+def block_linear_pattern(model: nn.Module, leaves: list[str] | None = None,
+                         blocks: dict[str, list[int]] | None = None) -> str:
     """A PEFT `target_modules` regex for the given linear leaves (default: all) inside the blocks of every stack
-    only, so that a pooler or other `dense` layer outside the blocks is never adapted."""
-    prefixes = "|".join(re.escape(prefix) for prefix, _ in block_stacks(model))
+    only, so that a pooler or other `dense` layer outside the blocks is never adapted. `blocks` (stack prefix ->
+    block indices) limits it to those blocks (see `select_blocks`)."""
     leaves = leaves or linear_names(model)
-    return rf"^({prefixes})\.\d+\.(.*\.)?({'|'.join(map(re.escape, leaves))})$"
+    if blocks is None:
+        where = rf"({'|'.join(re.escape(prefix) for prefix, _ in block_stacks(model))})\.\d+"
+    else:
+        where = "(" + "|".join(rf"{re.escape(prefix)}\.({'|'.join(map(str, sorted(ids)))})"
+                               for prefix, ids in blocks.items() if ids) + ")"
+    return rf"^{where}\.(.*\.)?({'|'.join(map(re.escape, leaves))})$"
+
+
+def select_blocks(model: nn.Module, layers: str | list[int]) -> dict[str, list[int]]:
+    """The blocks a `layers` setting names, in the top stack (an encoder-decoder's decoder): `top:k` (the k
+    nearest the output) or a list of block indices (negative: from the top)."""
+    prefix, stack = top_stack(model)
+    n = len(stack)
+    if isinstance(layers, str):
+        head, _, count = layers.partition(":")
+        if head != "top" or not count.isdigit() or not 1 <= int(count) <= n:
+            raise ValueError(f"layers must be top:k with k in 1..{n} for this backbone, or a list of block "
+                             f"indices; got {layers!r}")
+        return {prefix: list(range(n - int(count), n))}
+    if not isinstance(layers, (list, tuple)) or not layers or not all(isinstance(i, int) for i in layers):
+        raise ValueError(f"layers must be top:k or a non-empty list of block indices, got {layers!r}")
+    bad = [i for i in layers if not -n <= i < n]
+    if bad:
+        raise ValueError(f"layers {bad} are out of range: this backbone has {n} blocks (0..{n - 1})")
+    return {prefix: sorted({i % n for i in layers})}

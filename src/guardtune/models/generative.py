@@ -152,26 +152,10 @@ class Prompter:
 
     def prompt_ids(self, example: Example, shots: Sequence[Example] = ()) -> list[int]:
         layout = self.layouts[example.response is not None]
-        budget = self.max_length - layout.max_length
-        ids = encode_piece(self.tokenizer, self.text(example, shots))
-        if len(ids) <= budget:
-            return ids
-        # Too long: shorten the conversation (the longer of prompt and response first) and render again.
-        prompt = encode_piece(self.tokenizer, example.prompt)
-        response = encode_piece(self.tokenizer, example.response) if example.response is not None else []
-        for _ in range(4):  # re-tokenising at the cut can shift a few tokens; tighten and retry
-            room = len(prompt) + len(response) - (len(ids) - budget)
-            if room <= 0:
-                raise ValueError(f"model.max_length={self.max_length} leaves no room for the conversation after "
-                                 f"the policy and the answer ({len(ids) - len(prompt) - len(response)} + "
-                                 f"{layout.max_length} tokens); raise max_length")
-            prompt, response = _shorten(prompt, response, room)
-            ids = encode_piece(self.tokenizer, self.text(
-                example, shots, self.tokenizer.decode(prompt),
-                self.tokenizer.decode(response) if example.response is not None else None))
-            if len(ids) <= budget:
-                return ids
-        raise ValueError(f"cannot fit the conversation into model.max_length={self.max_length}")
+        return fit_conversation(
+            lambda prompt, response: encode_piece(self.tokenizer, self.text(example, shots, prompt, response)),
+            self.tokenizer, example.prompt, example.response, self.max_length - layout.max_length,
+            f"model.max_length={self.max_length}", f"the policy and the answer (+{layout.max_length} tokens)")
 
     def training_ids(self, example: Example) -> tuple[list[int], list[int]]:
         """(input ids, labels): the prompt as at inference, then the answer; loss on the answer only."""
@@ -180,6 +164,27 @@ class Prompter:
         values = self.fmt.values(example)
         answer, labels = layout.ids([values[s.output] for s in layout.slots])
         return prompt + answer, [IGNORE] * len(prompt) + labels
+
+
+def fit_conversation(render: Callable[[str, str | None], list[int]], tokenizer: Any, prompt: str,
+                     response: str | None, budget: int, limit: str, fixed: str) -> list[int]:
+    """`render(prompt, response)` (token ids), with the conversation shortened, the longer of prompt and response
+    first, until it fits `budget` tokens. `limit` and `fixed` name the limit and what else takes room, for errors."""
+    ids = render(prompt, response)
+    if len(ids) <= budget:
+        return ids
+    first = encode_piece(tokenizer, prompt)
+    second = encode_piece(tokenizer, response) if response is not None else []
+    for _ in range(4):  # re-tokenising at the cut can shift a few tokens; tighten and retry
+        room = len(first) + len(second) - (len(ids) - budget)
+        if room <= 0:
+            raise ValueError(f"{limit} leaves no room for the conversation after the template and {fixed} "
+                             f"({len(ids) - len(first) - len(second)} tokens); raise it")
+        first, second = _shorten(first, second, room)
+        ids = render(tokenizer.decode(first), tokenizer.decode(second) if response is not None else None)
+        if len(ids) <= budget:
+            return ids
+    raise ValueError(f"cannot fit the conversation into {limit}")
 
 
 def _shorten(a: list[int], b: list[int], room: int) -> tuple[list[int], list[int]]:

@@ -27,8 +27,7 @@ class TrunkCache:
             raise ValueError("cache_trunk needs a backbone with one stack of blocks; an encoder-decoder's top "
                              "blocks also read the encoder's output. Use method.cache_trunk=false")
         prefix, self.layers = stacks[0]
-        owner, _, self.attr = prefix.rpartition(".")
-        self.owner = backbone.get_submodule(owner) if owner else backbone
+        self.owner, self.attr = stack_owner(backbone, prefix)
         if not 0 < n_frozen < len(self.layers):
             raise ValueError(f"a cached trunk needs 1..{len(self.layers) - 1} frozen blocks, got {n_frozen}")
         self.n_frozen = n_frozen
@@ -67,16 +66,30 @@ class TrunkCache:
         states = torch.cat([self.store[i] for i in index]).to(real.device)
         hidden = states.new_zeros(*real.shape, states.size(-1))
         hidden[real] = states  # pad positions stay 0: they are masked out of attention and pooling
-
-        def hook(module, args, kwargs):
-            if args:
-                return (hidden, *args[1:]), kwargs
-            return args, {**kwargs, "hidden_states": hidden}
-
-        handle = self.first_trainable.register_forward_pre_hook(hook, with_kwargs=True)
-        setattr(self.owner, self.attr, nn.ModuleList(list(self.layers)[self.n_frozen:]))
-        try:
+        with from_states(self.owner, self.attr, self.layers, self.n_frozen, hidden):
             yield
-        finally:
-            setattr(self.owner, self.attr, self.layers)
-            handle.remove()
+
+
+@contextmanager
+def from_states(owner: nn.Module, attr: str, layers: nn.ModuleList, start: int, hidden: torch.Tensor) -> Iterator[None]:
+    """Within the block, the backbone runs only blocks `start`.. of `layers` (owner.attr), and block `start`
+    reads `hidden` (the states that would enter it) instead of what the embeddings give. Masks and position
+    encodings are still built by the backbone's own code, so this works for any architecture."""
+    def hook(module, args, kwargs):
+        if args:
+            return (hidden, *args[1:]), kwargs
+        return args, {**kwargs, "hidden_states": hidden}
+
+    handle = layers[start].register_forward_pre_hook(hook, with_kwargs=True)
+    setattr(owner, attr, nn.ModuleList(list(layers)[start:]))
+    try:
+        yield
+    finally:
+        setattr(owner, attr, layers)
+        handle.remove()
+
+
+def stack_owner(backbone: nn.Module, prefix: str) -> tuple[nn.Module, str]:
+    """The module holding the block stack at `prefix`, and the stack's attribute name on it."""
+    owner, _, attr = prefix.rpartition(".")
+    return (backbone.get_submodule(owner) if owner else backbone), attr

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from guardtune.guard import Guard, Rewriter
-from guardtune.serve.batcher import Batcher, rewrite_handler, score_handler, similarity_handler
+from guardtune.serve.batcher import Batcher, chat_handler, rewrite_handler, score_handler, similarity_handler
 
 
 @dataclass(frozen=True)
@@ -28,10 +28,14 @@ class ServeSettings:
     api_keys: tuple[str, ...] = ()  # empty: no authentication
     model_id: str = ""
     similarity_model: str = "sentence-transformers/all-MiniLM-L6-v2"  # /v1/detox SIM (loaded at start-up)
+    chat_mode: str = "block"  # /v1/chat/completions (a dual-path guard): block | annotate (see kinds/dual_path.py)
+    max_new_tokens: int = 512  # /v1/chat/completions: the most tokens an answer may have (max_tokens is capped)
 
     def __post_init__(self) -> None:
         if self.fail not in ("closed", "open"):
             raise ValueError(f"fail must be 'closed' or 'open', got {self.fail!r}")
+        if self.chat_mode not in ("block", "annotate"):
+            raise ValueError(f"chat_mode must be 'block' or 'annotate', got {self.chat_mode!r}")
         if self.max_batch < 1 or self.queue_size < 1:
             raise ValueError("max_batch and queue_size must be at least 1")
 
@@ -93,6 +97,7 @@ def create_app(guard: Guard | None, settings: ServeSettings | None = None, rewri
         raise ValueError("nothing to serve: give a guard, a rewriter, or both")
     state = State(guard, settings or ServeSettings(), rewriter)
     handlers = {**({"score": score_handler(guard)} if guard is not None else {}),
+                **({"chat": chat_handler(guard, state.settings.chat_mode)} if can_chat(guard) else {}),
                 **({"rewrite": rewrite_handler(rewriter), "similarity": similarity_handler(state.settings.similarity_model)}
                    if rewriter is not None else {})}
 
@@ -106,12 +111,18 @@ def create_app(guard: Guard | None, settings: ServeSettings | None = None, rewri
         await asyncio.get_running_loop().run_in_executor(None, state.batcher.stop)  # drain, then stop
 
     app = FastAPI(title="guardtune", version="1", lifespan=lifespan,
-                  description="Content-moderation guard with an OpenAI-compatible /v1/moderations endpoint.")
+                  description="Content-moderation guard with OpenAI-compatible /v1/moderations (and, for a "
+                              "dual-path guard, /v1/chat/completions) endpoints.")
     add_error_handlers(app)
     add_limits(app, state)
     add_routes(app, state)
     app.add_middleware(BodyCheck, limit=body_limit(state.settings), keys=state.settings.api_keys)  # outermost
     return app
+
+
+def can_chat(guard: Guard | None) -> bool:
+    """A guard that is also a chat model (the dual-path kind) serves /v1/chat/completions."""
+    return callable(getattr(guard, "respond_batch", None))
 
 
 def body_limit(settings: ServeSettings) -> int:

@@ -1,8 +1,8 @@
 """The batcher: work from concurrent requests, in batches, on one model thread (the model is not re-entrant, and
 a batch of 32 costs little more than one on any hardware).
 
-Work is typed: a `Job` names what to run ("score" today; generation can share the same thread later) and
-carries one example. Jobs of one type are batched together and run by that type's handler. When a batch
+Work is typed: a `Job` names what to run (score, rewrite, similarity, chat) and carries one input (an Example,
+or for chat a `ChatTurn`). Jobs of one type are batched together and run by that type's handler. When a batch
 fails, each of its jobs is retried alone, so only the job that fails gets the failure: other texts of the
 same request, and other requests that shared the batch, are answered normally.
 """
@@ -20,7 +20,7 @@ from typing import Any
 from guardtune.data.example import Example
 from guardtune.guard import Guard
 
-Handler = Callable[[list[Example]], list[Any]]  # examples -> one result per example, in order
+Handler = Callable[[list[Any]], list[Any]]  # inputs -> one result per input, in order
 
 
 class Overloaded(Exception):
@@ -30,7 +30,7 @@ class Overloaded(Exception):
 @dataclass
 class Job:
     type: str  # a key of the batcher's handlers
-    example: Example
+    example: Any  # what the handler takes: an Example, or a ChatTurn for "chat"
     future: Future = field(default_factory=Future)
 
 
@@ -66,6 +66,42 @@ def similarity_handler(model_name: str) -> Handler:
             return []
         return [float(x) for x in encoder[0].similarity([ex.prompt for ex in examples],
                                                          [ex.response or "" for ex in examples])]
+
+    return run
+
+
+@dataclass(frozen=True)
+class ChatTurn:
+    """A conversation to answer (ending with a user turn) and how to decode: temperature None is the model's own
+    generation config, 0 greedy, above 0 sampling (with top_p)."""
+    messages: tuple[dict[str, str], ...]
+    max_new_tokens: int = 256
+    temperature: float | None = None
+    top_p: float | None = None
+
+    def decoding(self) -> dict[str, Any]:
+        if self.temperature is None:
+            return {} if self.top_p is None else {"top_p": self.top_p}
+        if self.temperature == 0:
+            return {"do_sample": False}
+        return {"do_sample": True, "temperature": self.temperature, **({"top_p": self.top_p} if self.top_p else {})}
+
+
+def chat_handler(guard: Any, mode: str) -> Handler:
+    """Chat jobs for a dual-path guard: each result is its `respond` record. Turns decoded alike run as one
+    batched generation."""
+    def run(turns: list[ChatTurn]) -> list[Any]:
+        results: list[Any] = [None] * len(turns)
+        groups: dict[tuple, list[int]] = {}
+        for i, turn in enumerate(turns):
+            groups.setdefault((turn.max_new_tokens, turn.temperature, turn.top_p), []).append(i)
+        for index in groups.values():
+            first = turns[index[0]]
+            out = guard.respond_batch([list(turns[i].messages) for i in index], mode, first.max_new_tokens,
+                                      **first.decoding())
+            for i, result in zip(index, out):
+                results[i] = result
+        return results
 
     return run
 

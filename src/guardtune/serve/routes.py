@@ -1,5 +1,5 @@
-"""The moderation routes: POST /v1/moderations (OpenAI's schema), POST /v1/guard (full verdicts), and
-/healthz, /readyz, /metrics. Each text is validated at the edge; scoring goes through the batcher."""
+"""The moderation routes: POST /v1/moderations (OpenAI's schema), POST /v1/guard (full verdicts), POST /v1/detox,
+POST /v1/chat/completions for a dual-path guard (serve/chat.py), and /healthz, /readyz, /metrics. Each text is validated at the edge; scoring goes through the batcher."""
 
 from __future__ import annotations
 
@@ -142,8 +142,14 @@ def texts_of(body: Any, state: State) -> tuple[list[Example] | None, Any]:
 
 
 def add_routes(app: Any, state: State) -> None:
+    from guardtune.serve.app import can_chat
+
     if state.guard is not None:
         add_moderation_routes(app, state)
+    if can_chat(state.guard):
+        from guardtune.serve.chat import add_chat_route
+
+        add_chat_route(app, state)
     if state.rewriter is not None:
         add_detox_route(app, state)
     add_health_routes(app, state)
