@@ -77,7 +77,8 @@ def test_every_shipped_recipe_parses_and_builds_its_tiny_equivalent(path, tiny, 
             DataSpec.parse(spec)  # names and keys are valid (the data itself may be on the hub)
     generative = cfg.model.kind == "generative"
     family = family_of(cfg.model.name)
-    causal = generative or (cfg.model.kind == "rewriter" and family in CAUSAL)  # a causal LM with its LM head
+    # a causal LM with its LM head
+    causal = cfg.model.kind in ("generative", "dual_path") or (cfg.model.kind == "rewriter" and family in CAUSAL)
     stand_in = (tiny_causal if causal else tiny)(family)
     tiny_cfg = config.from_dict({**cfg.to_dict(), "model": {**cfg.to_dict()["model"], "name": str(stand_in)}})
     labels = LabelSpace(("prompt_harmful",), ("S1", "S2"))

@@ -106,18 +106,25 @@ def test_guard_passes_sharing_the_chat_pass_equal_separate_full_passes(tiny_caus
     guard = dual(tiny_causal(family), layers="top:1")
     assert guard.shared == 3 and guard.info["shared_blocks"] == 3  # 4 blocks, adapters on the top one only
     eos = guard.tokenizer.eos_token_id
-    for processors in ([], [EndAfter(5, eos)]):  # answers cut at max_new_tokens, and answers that end their turn
+    # answers cut at max_new_tokens, answers that end their turn, and empty answers (the turn ends at once)
+    for processors in ([], [EndAfter(5, eos)], [EndAfter(0, eos)]):
         results = guard.respond_batch([BREAD, KNIFE], mode="annotate", max_new_tokens=9, do_sample=False,
                                       logits_processor=LogitsProcessorList(processors))
         for result, messages in zip(results, (BREAD, KNIFE)):
             assert result["shared"] == {"prompt": True, "response": True}
             assert result["finish_reason"] == ("stop" if processors else "length")
             prompt = messages[0]["content"]
-            alone = guard.score([Example(prompt=prompt)], calibrated=False)
-            pair = guard.score([Example(prompt=prompt, response=result["response"])], calibrated=False)
-            for task, scores in (("prompt_harmful", alone), ("response_harmful", pair)):
-                side = result["prompt_moderation" if scores is alone else "response_moderation"]
-                assert side[task]["score"] == pytest.approx(float(scores[task][0]), abs=2e-5)
+            if not processors or processors[0].n:  # the reference: separate full passes, through score
+                assert result["response"]
+                alone = guard.score([Example(prompt=prompt)], calibrated=False)["prompt_harmful"][0]
+                pair = guard.score([Example(prompt=prompt, response=result["response"])],
+                                   calibrated=False)["response_harmful"][0]
+            else:  # an empty answer (no Example holds one): the full forward pass itself
+                assert result["response"] == ""
+                alone = guard._probs([guard.template.ids(prompt)])[0, 0]
+                pair = guard._probs([guard.template.ids(prompt, "")])[0, 1]
+            assert result["prompt_moderation"]["prompt_harmful"]["score"] == pytest.approx(float(alone), abs=2e-5)
+            assert result["response_moderation"]["response_harmful"]["score"] == pytest.approx(float(pair), abs=2e-5)
             assert "response_harmful" not in result["prompt_moderation"]  # a prompt alone has no response output
 
 

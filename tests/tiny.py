@@ -45,7 +45,7 @@ def build(family: str, directory: Path) -> Path:
 def family_of(hub_id: str) -> str:
     """The tiny stand-in for a real backbone named in a shipped config."""
     name = hub_id.lower()
-    for key, family in (("qwen", "qwen2"), ("phi", "phi3"), ("llama", "llama"), ("xlm-roberta", "xlm-roberta"),
+    for key, family in (("qwen", "qwen2"), ("phi", "phi3"), ("llama", "llama"), ("smollm", "llama"), ("xlm-roberta", "xlm-roberta"),
                         ("minilm", "bert"), ("bert", "bert"), ("t5", "t5"), ("bart", "bart")):
         if key in name:
             return family

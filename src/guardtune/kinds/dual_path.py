@@ -90,8 +90,7 @@ class DualPathGuard(GuardBase):
         a longer conversation keeps its last max_length tokens (the head reads the last one)."""
         roles = [m["role"] for m in messages]
         if roles in (["user"], ["user", "assistant"]):
-            return self.template.example_ids(Example(prompt=messages[0]["content"],
-                                                     response=messages[1]["content"] if len(messages) > 1 else None))
+            return self.template.ids(messages[0]["content"], messages[1]["content"] if len(messages) > 1 else None)
         return self.template.render(messages)[-self.max_length:]
 
     # ---- chatting --------------------------------------------------------------------------------------------

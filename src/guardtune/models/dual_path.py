@@ -50,10 +50,13 @@ class ChatTemplate:
         return encode_piece(self.tokenizer, text)
 
     def example_ids(self, example: Example) -> list[int]:
-        """The guard's input for an example, shortened (the longer of prompt and response first) to max_length."""
-        return fit_conversation(lambda prompt, response: self.render(conversation(prompt, response)), self.tokenizer,
-                                example.prompt, example.response, self.max_length,
-                                f"model.max_length={self.max_length}", "nothing else")
+        return self.ids(example.prompt, example.response)
+
+    def ids(self, prompt: str, response: str | None = None) -> list[int]:
+        """The guard's input for a prompt (and response), shortened (the longer of the two first) to max_length.
+        Any text goes, an empty answer included (a chat model may give one)."""
+        return fit_conversation(lambda p, r: self.render(conversation(p, r)), self.tokenizer, prompt, response,
+                                self.max_length, f"model.max_length={self.max_length}", "nothing else")
 
 
 def conversation(prompt: str, response: str | None = None) -> Messages:
