@@ -34,6 +34,9 @@ class ModelConfig:
     revision: str | None = None
     gradient_checkpointing: bool = False
     head_dropout: float = 0.1
+    span_head: bool = False  # classifier: also a per-token span head (which characters made it harmful), trained
+                             # on examples with span rationales (toxic_spans); see docs/rationales.md
+    span_weight: float = 1.0  # classifier: the span loss's weight beside the classification loss
     policy: str | dict[str, str] | None = None  # generative: category code -> description, or a YAML/JSON file
                                                  # of one; None: the S1-S14 taxonomy
     references: str = "first"  # rewriter: train on the first reference of each item, or on each (one pair each)

@@ -18,26 +18,40 @@ def template(example: Example) -> tuple[str, str | None]:
     """The classifier's input: the prompt, and the response as a second segment when there is one. A tokenizer
     joins the two its own way (BERT: [SEP]); truncation shortens the longer segment first, so a long prompt
     cannot push the response out of the window."""
-    prompt = f"User: {example.prompt}"
+    prompt = f"{PROMPT_PREFIX}{example.prompt}"
     return prompt, (f"Assistant: {example.response}" if example.response is not None else None)
+
+
+PROMPT_PREFIX = "User: "
 
 
 def tokenize(examples: Sequence[Example], tokenizer, max_length: int) -> list[list[int]]:
     """Token ids for each example, unpadded, in order."""
+    return tokenize_with_offsets(examples, tokenizer, max_length, offsets=False)[0]
+
+
+def tokenize_with_offsets(examples: Sequence[Example], tokenizer, max_length: int,
+                          offsets: bool = True) -> tuple[list[list[int]], list[list[tuple[int, int] | None]]]:
+    """(token ids, and with `offsets` each token's [start, end) characters in the example's prompt, None for a
+    token outside it: special tokens, the template's prefix, the response). Ids are those `tokenize` gives."""
     ids: list[list[int] | None] = [None] * len(examples)
+    where: list[list[tuple[int, int] | None]] = [[] for _ in examples]
     pairs = [template(ex) for ex in examples]
     single = [i for i, (_, response) in enumerate(pairs) if response is None]
     double = [i for i, (_, response) in enumerate(pairs) if response is not None]
-    if single:
-        enc = tokenizer([pairs[i][0] for i in single], truncation=True, max_length=max_length)
-        for i, row in zip(single, enc["input_ids"]):
-            ids[i] = row
-    if double:
-        enc = tokenizer([pairs[i][0] for i in double], [pairs[i][1] for i in double],
-                        truncation="longest_first", max_length=max_length)
-        for i, row in zip(double, enc["input_ids"]):
-            ids[i] = row
-    return ids  # type: ignore[return-value]
+    shift = len(PROMPT_PREFIX)
+    for index, second, truncation in ((single, False, True), (double, True, "longest_first")):
+        if not index:
+            continue
+        texts = ([pairs[i][0] for i in index],) + (([pairs[i][1] for i in index],) if second else ())
+        enc = tokenizer(*texts, truncation=truncation, max_length=max_length, return_offsets_mapping=offsets)
+        for row, i in enumerate(index):
+            ids[i] = enc["input_ids"][row]
+            if offsets:
+                segments = enc.sequence_ids(row)
+                where[i] = [(max(a - shift, 0), b - shift) if seg == 0 and b > shift and b > a else None
+                            for seg, (a, b) in zip(segments, enc["offset_mapping"][row])]
+    return ids, where  # type: ignore[return-value]
 
 
 def lengths_of(ids: Sequence[Sequence[int]]) -> np.ndarray:
@@ -53,6 +67,9 @@ class Encoded:
     mask: np.ndarray
     lengths: np.ndarray
     pos_weight: torch.Tensor | None = None  # weight of positives in the loss, per output (training.pos_weight)
+    # span rationales (model.span_head): per example, a 0/1 target and a mask per token (spans.token_labels)
+    span_targets: list[np.ndarray] | None = None
+    span_mask: list[np.ndarray] | None = None
 
     def batch(self, index: list[int], pad_id: int, pad_to_multiple_of: int | None = None) -> dict:
         out = collate([self.input_ids[i] for i in index], pad_id, pad_to_multiple_of)
@@ -60,6 +77,12 @@ class Encoded:
         out["mask"] = torch.from_numpy(self.mask[index])
         if self.pos_weight is not None:
             out["pos_weight"] = self.pos_weight
+        if self.span_targets is not None:
+            for key, rows in (("span_targets", self.span_targets), ("span_mask", self.span_mask)):
+                padded = torch.zeros(out["input_ids"].shape, dtype=torch.float32)
+                for row, i in enumerate(index):
+                    padded[row, :len(rows[i])] = torch.from_numpy(rows[i])
+                out[key] = padded
         out["index"] = list(index)
         return out
 

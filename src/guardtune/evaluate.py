@@ -58,7 +58,29 @@ def evaluate_set(guard: Guard, examples: Sequence[Example], n_boot: int = 1000, 
         if rows:
             result["categories"][field_name] = metrics.categories(
                 true, probs, codes, [guard.thresholds[f"{field_name}/{c}"] for c in codes])
+    spans = evaluate_spans(guard, examples, n_boot, seed)
+    if spans:
+        result["spans"] = spans
     return result, arrays
+
+
+EXAMPLES_SHOWN = 8
+
+
+def evaluate_spans(guard: Guard, examples: Sequence[Example], n_boot: int = 1000, seed: int = 0) -> dict | None:
+    """Span F1 (SemEval-2021 Task 5) on the examples with span rationales, for a guard that explains (a span
+    head), with highlighted examples for the report: the first few posts with gold spans."""
+    from guardtune.spans import span_summary
+
+    rows = [ex for ex in examples if isinstance(ex.rationale, tuple)]
+    if not rows or not getattr(guard, "explains", False):
+        return None
+    predicted = guard.explain(rows)
+    out = span_summary(predicted, [ex.rationale for ex in rows], max(n_boot, 1), seed)
+    shown = [i for i, ex in enumerate(rows) if ex.rationale][:EXAMPLES_SHOWN]
+    out["examples"] = [{"text": rows[i].prompt, "gold": [list(s) for s in rows[i].rationale],
+                        "predicted": [list(s) for s in predicted[i]]} for i in shown]
+    return out
 
 
 def slices(examples: Sequence[Example], y: np.ndarray, p: np.ndarray, threshold: float, task: str) -> dict:

@@ -328,3 +328,5 @@ def apply(name: str, model: nn.Module, params: Any, ctx: Context) -> None:
                          f"in its blocks: {linear_names(backbone)}; choose with method.target_modules") from err
     if hasattr(model, "head"):  # a classifier's head; a generative guard's LM head stays as the method left it
         model.head.requires_grad_(True)
+    if getattr(model, "span_head", None) is not None:
+        model.span_head.requires_grad_(True)

@@ -80,9 +80,42 @@ def dataset_section(label: str, data: dict[str, Any], arrays: dict, out: Path, m
         lines += [f"| {c} | {v['support']} | {fmt(v['precision'])} | {fmt(v['recall'])} | {fmt(v['f1'])} "
                   f"| {fmt(v['auprc'])} |" for c, v in m["per_category"].items()]
         lines.append("")
+    if data.get("spans"):
+        lines += span_section(data["spans"])
     if make_plots:
         lines += plot_section(label, data, arrays, out)
     return lines
+
+
+def span_section(spans: dict[str, Any]) -> list[str]:
+    """Span F1 and highlighted examples: **bold** is predicted, [brackets] are gold."""
+    lines = [f"**Span rationales** (SemEval-2021 Task 5 character F1, {spans['n']} posts, {spans['gold_empty']} "
+             f"without a gold span): F1 {fmt(spans['span_f1'], spans['span_f1_ci'])}; the guard marked nothing in "
+             f"{spans['predicted_empty']}.", "", "Examples: **bold** = marked by the guard, [brackets] = gold.", ""]
+    for ex in spans["examples"]:
+        lines.append(f"- {highlight(ex['text'], ex['predicted'], ex['gold'])}")
+    return lines + [""]
+
+
+def highlight(text: str, predicted: list, gold: list, limit: int = 300) -> str:
+    """The text with predicted characters in **bold** and gold spans in [brackets] (markdown-escaped)."""
+    marked = {c for a, b in predicted for c in range(a, b)}
+    starts, ends = {a for a, _ in gold}, {b for _, b in gold}
+    out, bold = [], False
+    for i, ch in enumerate(text[:limit]):
+        if i in ends:
+            out.append("]")
+        if (i in marked) != bold:
+            out.append("**")
+            bold = not bold
+        if i in starts:
+            out.append("[")
+        out.append(ch.replace("*", "\\*").replace("[", "\\[").replace("]", "\\]").replace("\n", " "))
+    if bold:
+        out.append("**")
+    if min(len(text), limit) in ends:
+        out.append("]")
+    return "".join(out) + ("..." if len(text) > limit else "")
 
 
 def plot_section(label: str, data: dict[str, Any], arrays: dict, out: Path) -> list[str]:

@@ -95,6 +95,7 @@ def run_moderate(args: argparse.Namespace) -> int:
     from guardtune.ui import table
 
     rows = []
+    spans = result.pop("spans", None)
     for name, value in result.items():
         if "flagged" in value:
             rows.append([name, "FLAGGED" if value["flagged"] else "ok", f"{value['score']:.3f}",
@@ -103,6 +104,8 @@ def run_moderate(args: argparse.Namespace) -> int:
             rows += [[f"{name}/{code}", "FLAGGED" if v["flagged"] else "", f"{v['score']:.3f}", ""]
                      for code, v in value.items()]
     console().print(table(f"{guard.name}", ["output", "verdict", "score", "threshold"], rows))
+    if spans is not None:
+        console().print("spans: " + (", ".join(repr(s["text"]) for s in spans) if spans else "(none marked)"))
     return 0
 
 

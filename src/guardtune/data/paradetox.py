@@ -68,3 +68,48 @@ def load_style(root: Path, split: str, intake: Intake) -> None:
     style-accuracy guard of detox evaluation); item for item on the same side of the split as `paradetox`."""
     for where, row in read_csv(root / "paradetox" / "paradetox.tsv.xz", intake, delimiter="\t"):
         intake.take(where, {**row, "_id": f"paradetox:{where.index}"}, _style)
+
+
+def deleted_spans(source: str, target: str) -> tuple[tuple[int, int], ...]:
+    """Character spans of the source's words that the rewrite deletes or replaces (case-insensitive word
+    alignment, as the edit tagger's), each trimmed of surrounding punctuation; neighbours joined across
+    whitespace: what a rewrite says the toxic part was."""
+    import re
+
+    from guardtune.edits import tag_pair
+
+    found = [(m.start(), m.end()) for m in re.finditer(r"\S+", source)]
+    tags = tag_pair([source[a:b] for a, b in found], target.split())
+    spans: list[list[int]] = []
+    for (a, b), (keep, _) in zip(found, tags):
+        if keep:
+            continue
+        while a < b and not source[a].isalnum():
+            a += 1
+        while b > a and not source[b - 1].isalnum():
+            b -= 1
+        if a == b:
+            continue
+        if spans and source[spans[-1][1]:a].isspace():
+            spans[-1][1] = b
+        else:
+            spans.append([a, b])
+    return tuple((a, b) for a, b in spans)
+
+
+def _spans(row: dict) -> list[Example]:
+    """One ParaDetox item as span rationales: the toxic source with the words its first rewrite removes as
+    spans, and the rewrite itself as a harmless text with no span."""
+    source = _parallel(row, "toxic", ("neutral1", "neutral2", "neutral3"), "en", "paradetox")
+    if source.rewrite is None:
+        raise Excluded("no rewrite upstream")
+    return [source.replace(rewrite=None, meta={}, rationale=deleted_spans(source.prompt, source.rewrite)),
+            Example(prompt=source.rewrite, prompt_harmful=0, rationale=(), language="en", source="paradetox",
+                    id=f"{row['_id']}:ref1", group=row["_id"])]
+
+
+def load_spans(root: Path, split: str, intake: Intake) -> None:
+    """`paradetox_spans`: ParaDetox pairs as span rationales (toxic sources with the deleted words as spans,
+    rewrites with none), item for item on the same side of the split as `paradetox`."""
+    for where, row in read_csv(root / "paradetox" / "paradetox.tsv.xz", intake, delimiter="\t"):
+        intake.take(where, {**row, "_id": f"paradetox:{where.index}"}, _spans)

@@ -106,6 +106,10 @@ DATASETS: dict[str, DatasetInfo] = {
         paradetox.load_style, "local", ("en",), (P,), ("all",), "11,927 toxic + 19,743 neutral",
         "CC0", "ParaDetox as toxicity classification (sources 1, rewrites 0), for detox style accuracy",
         folder="paradetox", base="all"),
+    "paradetox_spans": DatasetInfo(
+        paradetox.load_spans, "local", ("en",), (P, RAT), ("all",), "11,927 toxic + 11,927 neutral",
+        "CC0", "ParaDetox pairs as span rationales (words a rewrite removes), rewrites as harmless",
+        folder="paradetox", base="all"),
     "ru_paradetox": DatasetInfo(
         paradetox.load_ru, "local", ("ru",), (P, RW), ("train", "dev", "test"), "6,948 / 800 / 875",
         "openrail++ (HF card)", "Russian detoxification", folder="ru_paradetox"),

@@ -47,6 +47,42 @@ class ClassifierGuard(GuardBase):
                               batch_size or self.batch_size, self.max_length, show_progress)
         return Scores(self.labels, probs)
 
+    @property
+    def explains(self) -> bool:
+        """Whether the guard has a span head (model.span_head): `explain` gives character spans."""
+        return getattr(self.model, "span_head", None) is not None
+
+    def explain(self, examples: Sequence[Example], batch_size: int | None = None,
+                threshold: float = 0.5) -> list[list[tuple[int, int]]]:
+        """Per example, the [start, end) character spans of its prompt that the span head marks as what makes it
+        harmful (empty when nothing is marked)."""
+        import torch
+
+        from guardtune.encoding import collate, lengths_of, token_budget_batches, tokenize_with_offsets
+        from guardtune.spans import char_spans
+
+        if not self.explains:
+            raise ValueError(f"guard {self.name!r} has no span head: train it with model.span_head=true")
+        ids, offsets = tokenize_with_offsets(examples, self.tokenizer, self.max_length)
+        device = next(self.model.parameters()).device
+        out: list[list[tuple[int, int]]] = [[] for _ in examples]
+        size = batch_size or self.batch_size
+        with torch.inference_mode():
+            for index in token_budget_batches(lengths_of(ids), size, size * self.max_length):
+                batch = collate([ids[i] for i in index], self.tokenizer.pad_token_id)
+                hidden = self.model.hidden(batch["input_ids"].to(device), batch["attention_mask"].to(device))
+                probs = torch.sigmoid(self.model.token_logits(hidden).float()).cpu().numpy()
+                for row, i in enumerate(index):
+                    out[i] = char_spans(examples[i].prompt, offsets[i], probs[row, :len(ids[i])], threshold)
+        return out
+
+    def moderate(self, prompt: str, response: str | None = None) -> dict[str, Any]:
+        result = super().moderate(prompt, response)
+        if self.explains:
+            result["spans"] = [{"start": a, "end": b, "text": prompt[a:b]}
+                               for a, b in self.explain([Example(prompt=prompt, response=response)])[0]]
+        return result
+
 
 def build(cfg: Any, labels: LabelSpace, backbone: Any) -> Any:
     import torch
@@ -56,16 +92,59 @@ def build(cfg: Any, labels: LabelSpace, backbone: Any) -> Any:
 
     config = backbone.config
     bidirectional = is_encoder(config) and not getattr(config, "is_encoder_decoder", False)
+    if cfg.model.span_head and getattr(config, "is_encoder_decoder", False):
+        raise ValueError("model.span_head needs an encoder or a decoder backbone: an encoder-decoder's pooled "
+                         "states are its decoder's, shifted one token from the text")
     model = GuardClassifier(backbone, labels, cfg.model.pooling or ("mean" if bidirectional else "last"),
-                            cfg.model.head_dropout)
+                            cfg.model.head_dropout, cfg.model.span_head, cfg.model.span_weight)
     model.head.to(torch.float32)
+    if model.span_head is not None:
+        model.span_head.to(torch.float32)
     return model
 
 
 def encode(cfg: Any, labels: LabelSpace, tokenizer: Any, data: dict) -> tuple[Any, Any, Any]:
     from guardtune.encoding import tokenize
 
-    return encode_targets(cfg, labels, data, lambda examples: tokenize(examples, tokenizer, cfg.model.max_length))
+    cfg, train, validation = encode_targets(cfg, labels, data,
+                                            lambda examples: tokenize(examples, tokenizer, cfg.model.max_length))
+    if cfg.model.span_head:
+        for encoded in (train, validation):
+            if encoded is not None:
+                add_span_labels(encoded, tokenizer, cfg.model.max_length)
+        if not any(m.any() for m in train.span_mask):
+            raise ValueError("model.span_head is on but no training example has span rationales (e.g. toxic_spans)")
+    return cfg, train, validation
+
+
+def add_span_labels(encoded: Any, tokenizer: Any, max_length: int) -> None:
+    """Token targets and masks from each example's character-span rationale (an example without spans, or with a
+    free-text rationale, is masked out of the span loss)."""
+    from guardtune.encoding import tokenize_with_offsets
+    from guardtune.spans import token_labels
+
+    ids, offsets = tokenize_with_offsets(encoded.examples, tokenizer, max_length)
+    assert ids == encoded.input_ids, "offsets must come from the same tokenisation"
+    labels = [token_labels(where, ex.rationale if isinstance(ex.rationale, tuple) else None, ex.prompt)
+              for where, ex in zip(offsets, encoded.examples)]
+    encoded.span_targets = [t for t, _ in labels]
+    encoded.span_mask = [m for _, m in labels]
+
+
+def validate(guard: ClassifierGuard, examples: Sequence[Example], run_on_shares: Any) -> dict[str, Any]:
+    """Scores as for every guard; with a span head also the span F1 on examples with span rationales, which
+    joins the mean that picks the best step (a span set labels one class only: its AUPRC is undefined)."""
+    from guardtune.kinds.kind import validate_scores
+    from guardtune.spans import span_summary
+
+    out = validate_scores(guard, examples, run_on_shares)
+    rows = [ex for ex in examples if isinstance(ex.rationale, tuple)]
+    if not guard.explains or not rows:
+        return out
+    predicted = run_on_shares(lambda part: guard.explain(part), rows)
+    f1 = span_summary(predicted, [ex.rationale for ex in rows], draws=1)["span_f1"]
+    parts = [v for v in (out["val_score"], f1) if v is not None]
+    return {**out, "val_span_f1": f1, "val_score": float(np.mean(parts)) if parts else None}
 
 
 def encode_targets(cfg: Any, labels: LabelSpace, data: dict,
@@ -106,4 +185,4 @@ def wrap(model: Any, tokenizer: Any, cfg: Any, thresholds: Thresholds | None = N
     return ClassifierGuard(model, tokenizer, cfg.model.max_length, thresholds, name, cfg.training.eval_batch_size)
 
 
-CLASSIFIER = Kind(auto="AutoModel", max_length=256, build=build, encode=encode, wrap=wrap)
+CLASSIFIER = Kind(auto="AutoModel", max_length=256, build=build, encode=encode, wrap=wrap, validate=validate)

@@ -8,6 +8,7 @@ What a run directory holds (everything needed to use the guard, nothing else nee
   backbone.safetensors  full / freeze: the trained backbone tensors (all of them, or the top k blocks)
   heads.safetensors     the model's own head (`head.*`), for every method, when its kind has one (a generative
                         guard has none: its LM head is part of the backbone, frozen unless the method trains it)
+  span_head.safetensors a classifier's span head (model.span_head)
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from guardtune.labels import LabelSpace
 from guardtune.models.backbone import load_backbone
 
 HEADS = "heads.safetensors"
+SPAN_HEAD = "span_head.safetensors"  # a classifier's span head (model.span_head), when it has one
 BACKBONE = "backbone.safetensors"
 ADAPTER = "adapter"
 
@@ -78,6 +80,10 @@ def save_weights(model: nn.Module, run_dir: Path, method_name: str,
     heads = {k.removeprefix("head."): v.detach().cpu().contiguous() for k, v in state.items() if k.startswith("head.")}
     if heads:
         save_file(heads, str(run_dir / HEADS))
+    spans = {k.removeprefix("span_head."): v.detach().cpu().contiguous() for k, v in state.items()
+             if k.startswith("span_head.")}
+    if spans:
+        save_file(spans, str(run_dir / SPAN_HEAD))
     model.labels.save(run_dir)
 
 
@@ -104,4 +110,6 @@ def load_model(run_dir: Path, cfg: Any, merge: bool = True) -> nn.Module:
                              f"{unexpected[:5]}")
     if getattr(model, "head", None) is not None:  # the kind's own head: saved for every method
         model.head.load_state_dict(load_file(str(run_dir / HEADS)))
+    if getattr(model, "span_head", None) is not None:
+        model.span_head.load_state_dict(load_file(str(run_dir / SPAN_HEAD)))
     return model.eval()

@@ -59,13 +59,17 @@ class GuardClassifier(GuardModule):
     text with its encoder and the same text, shifted right, with its decoder, as Hugging Face's own sequence
     classifiers do; the decoder's states are pooled."""
 
-    def __init__(self, backbone: nn.Module, labels: LabelSpace, pooling: str, head_dropout: float = 0.1):
+    def __init__(self, backbone: nn.Module, labels: LabelSpace, pooling: str, head_dropout: float = 0.1,
+                 span_head: bool = False, span_weight: float = 1.0):
         if pooling not in POOLINGS:
             raise ValueError(f"unknown pooling {pooling!r}; choose from {', '.join(POOLINGS)}")
         super().__init__(backbone, labels)
         self.pooling = pooling
         self.dropout = nn.Dropout(head_dropout)
         self.head = nn.Linear(backbone.config.hidden_size, len(labels.outputs))
+        # span rationales: a logit per token, "this token is part of what makes the text harmful" (spans.py)
+        self.span_head = nn.Linear(backbone.config.hidden_size, 1) if span_head else None
+        self.span_weight = span_weight
         self.register_buffer("groups", torch.tensor(labels.groups, dtype=torch.long), persistent=False)
         config = backbone.config
         self.decoder_start = (getattr(config, "decoder_start_token_id", None) or config.pad_token_id or 0
@@ -73,17 +77,29 @@ class GuardClassifier(GuardModule):
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, index: list[int] | None = None,
                 targets: torch.Tensor | None = None, mask: torch.Tensor | None = None,
-                pos_weight: torch.Tensor | None = None) -> torch.Tensor:
-        use_cache = self.trunk is not None and index is not None
-        extra = {} if self.decoder_start is None else {
-            "decoder_input_ids": shift_right(input_ids, self.decoder_start), "decoder_attention_mask": attention_mask}
-        with self.trunk.around(index, attention_mask) if use_cache else nullcontext():
-            hidden = self.backbone(input_ids=input_ids, attention_mask=attention_mask, **extra).last_hidden_state
+                pos_weight: torch.Tensor | None = None, span_targets: torch.Tensor | None = None,
+                span_mask: torch.Tensor | None = None) -> torch.Tensor:
+        hidden = self.hidden(input_ids, attention_mask, index)
         pooled = pool(hidden, attention_mask, self.pooling)
         logits = self.head(self.dropout(pooled.to(self.head.weight.dtype)))
         if targets is None:
             return logits
-        return masked_bce(logits, targets, mask, pos_weight, self.groups)
+        loss = masked_bce(logits, targets, mask, pos_weight, self.groups)
+        if self.span_head is not None and span_targets is not None:  # rows without span labels are masked
+            loss = loss + self.span_weight * masked_bce(self.token_logits(hidden), span_targets, span_mask)
+        return loss
+
+    def hidden(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+               index: list[int] | None = None) -> torch.Tensor:
+        use_cache = self.trunk is not None and index is not None
+        extra = {} if self.decoder_start is None else {
+            "decoder_input_ids": shift_right(input_ids, self.decoder_start), "decoder_attention_mask": attention_mask}
+        with self.trunk.around(index, attention_mask) if use_cache else nullcontext():
+            return self.backbone(input_ids=input_ids, attention_mask=attention_mask, **extra).last_hidden_state
+
+    def token_logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        """[batch, seq] span logits from the backbone's states (the span head's)."""
+        return self.span_head(self.dropout(hidden.to(self.span_head.weight.dtype))).squeeze(-1)
 
 
 def shift_right(input_ids: torch.Tensor, start: int) -> torch.Tensor:

@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from guardtune.guard import Guard, Rewriter
-from guardtune.serve.batcher import Batcher, chat_handler, rewrite_handler, score_handler, similarity_handler
+from guardtune.serve.batcher import (Batcher, chat_handler, explain_handler, rewrite_handler, score_handler,
+                                     similarity_handler)
 
 
 @dataclass(frozen=True)
@@ -98,6 +99,7 @@ def create_app(guard: Guard | None, settings: ServeSettings | None = None, rewri
     state = State(guard, settings or ServeSettings(), rewriter)
     handlers = {**({"score": score_handler(guard)} if guard is not None else {}),
                 **({"chat": chat_handler(guard, state.settings.chat_mode)} if can_chat(guard) else {}),
+                **({"explain": explain_handler(guard)} if getattr(guard, "explains", False) else {}),
                 **({"rewrite": rewrite_handler(rewriter), "similarity": similarity_handler(state.settings.similarity_model)}
                    if rewriter is not None else {})}
 

@@ -43,6 +43,14 @@ def score_handler(guard: Guard) -> Handler:
     return run
 
 
+def explain_handler(guard: Any) -> Handler:
+    """Span jobs (a guard with a span head): each result is the prompt's [start, end) spans."""
+    def run(examples: list[Example]) -> list[Any]:
+        return guard.explain(examples)
+
+    return run
+
+
 def rewrite_handler(rewriter: Any) -> Handler:
     """Rewriting jobs: each result is the rewrite (a string)."""
     def run(examples: list[Example]) -> list[Any]:

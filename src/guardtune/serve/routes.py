@@ -39,6 +39,7 @@ class DetoxRequest(BaseModel):
 class GuardRequest(BaseModel):
     prompt: str
     response: str | None = None
+    explain: bool = False  # a guard with a span head: also the prompt's spans that made it harmful
 
 
 def openai_result(guard: Guard, v: dict[str, Any]) -> dict[str, Any]:
@@ -236,16 +237,26 @@ def add_moderation_routes(app: Any, state: State) -> None:
         example, problem = make_example(body.prompt, body.response, "prompt")
         if problem:
             return problem
+        if body.explain and not getattr(guard, "explains", False):
+            return error(400, f"this guard ({state.model_id}) has no span head, so it cannot explain; train one "
+                              "with model.span_head=true", "invalid_request_error", "explain")
         results, problem = await score_all(state, [example])
         if problem:
             return problem
+        spans = None
+        if body.explain:
+            found, problem = await score_all(state, [example], "explain")
+            if problem:
+                return problem
+            spans = None if found[0] is FAILED else [{"start": a, "end": b, "text": body.prompt[a:b]}
+                                                      for a, b in found[0]]
         thresholds = {output: guard.thresholds[output] for output in guard.labels.outputs}
         if results[0] is FAILED:
             return JSONResponse({"model": state.model_id, **failed_verdict(guard, closed, body.response is not None),
                                  "thresholds": thresholds, "failure": settings.fail},
                                 headers={"X-Guardtune-Failure": settings.fail})
         return {"model": state.model_id, **verdict(guard, *results[0]), "thresholds": thresholds,
-                "calibrated": guard.thresholds.calibrated}
+                "calibrated": guard.thresholds.calibrated, **({"spans": spans} if body.explain else {})}
 
 
 def add_health_routes(app: Any, state: State) -> None:
