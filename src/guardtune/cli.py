@@ -7,6 +7,7 @@ import argparse
 import sys
 
 from guardtune import __version__
+from guardtune.commands import cascade as cascade_cmd
 from guardtune.commands import chat as chat_cmd
 from guardtune.commands import data as data_cmd
 from guardtune.commands import demo as demo_cmd
@@ -29,6 +30,7 @@ Start here:
   guardtune moderate RUN "text"           a verdict (or --file in.jsonl --out out.jsonl, resumable)
   guardtune serve RUN --port 8000         an OpenAI-compatible moderation server
   guardtune chat RUN                      talk to a dual-path guard (a chat model that also guards)
+  guardtune cascade fit SMALL BIG --data  a cheap guard first, the big one only for what it is unsure of
   guardtune detox                         train and evaluate the embedded default detoxifier (ParaDetox)
   guardtune rewrite RUN "text"            detoxify a text with a rewriter (or --file, resumable)
   guardtune baseline fewshot --model ID   a few-shot prompted instruct model, no training
@@ -53,6 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate_cmd.add_parser(commands)
     serve_cmd.add_parser(commands)
     chat_cmd.add_parser(commands)
+    cascade_cmd.add_parser(commands)
     rewrite_cmd.add_parser(commands)
     study_cmd.add_parser(commands)
     data_cmd.add_parser(commands)

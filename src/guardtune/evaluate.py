@@ -61,7 +61,25 @@ def evaluate_set(guard: Guard, examples: Sequence[Example], n_boot: int = 1000, 
     spans = evaluate_spans(guard, examples, n_boot, seed)
     if spans:
         result["spans"] = spans
+    if getattr(guard, "stages", None) is not None and len(getattr(guard, "decided", ())) == len(examples):
+        result["cascade"] = cascade_breakdown(guard, examples, scores)
     return result, arrays
+
+
+def cascade_breakdown(guard: Any, examples: Sequence[Example], scores: Any) -> dict[str, Any]:
+    """Who decided what: per stage, the examples it decided and the quality of its answers on them."""
+    task = guard.labels.tasks[0]
+    out = []
+    for i, stage in enumerate(guard.stages):
+        mine = [j for j in np.flatnonzero(guard.decided == i) if getattr(examples[j], task) is not None]
+        y = np.array([getattr(examples[j], task) for j in mine], dtype=np.int64)
+        entry: dict[str, Any] = {"stage": stage.name, "decided": int((guard.decided == i).sum())}
+        if len(mine):
+            m = metrics.binary(y, scores[task][mine], guard.thresholds[task])
+            entry.update(task=task, n=len(mine), positives=int(y.sum()), f1=m["f1"], auprc=m["auprc"],
+                         accuracy=float(((scores[task][mine] >= guard.thresholds[task]) == y).mean()))
+        out.append(entry)
+    return {"stages": out, "escalated": float((guard.decided > 0).mean()) if len(examples) else 0.0}
 
 
 EXAMPLES_SHOWN = 8

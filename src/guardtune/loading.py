@@ -92,6 +92,12 @@ def load_fewshot(directory: Path, info: dict[str, Any], options: LoadOptions) ->
     return load(directory, info, options.device)
 
 
+def load_cascade(directory: Path, info: dict[str, Any], options: LoadOptions) -> Guard:
+    from guardtune.cascade import load_cascade as load
+
+    return load(directory, info, options)
+
+
 def load_copy(directory: Path, info: dict[str, Any], options: LoadOptions) -> Rewriter:
     from guardtune.baselines import CopyRewriter
 
@@ -108,7 +114,7 @@ Loader = Callable[[Any, dict, LoadOptions], "Guard | Rewriter"]
 # every kind that `guardtune train` trains loads through load_trained; then the guards and rewriters that need
 # no training
 LOADERS: dict[str, Loader] = {**dict.fromkeys(KINDS, load_trained), "tfidf": load_tfidf, "fewshot": load_fewshot,
-                              "hf": load_hf, "copy": load_copy, "delete": load_delete}
+                              "hf": load_hf, "copy": load_copy, "delete": load_delete, "cascade": load_cascade}
 
 
 def load(source: str | Path, device: str | None = None, label_map: dict[str, str] | None = None,

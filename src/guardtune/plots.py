@@ -77,3 +77,23 @@ def reliability(curves: dict[str, dict[str, Any]], title: str, path: Path) -> Pa
     ax.set(xlabel="predicted probability", ylabel="observed positive rate", title=title, xlim=(0, 1), ylim=(0, 1))
     ax.legend(loc="upper left")
     return _save(fig, path)
+
+
+def cascade_curve(curve: list[dict[str, Any]], chosen: dict[str, Any], path: Path) -> Path:
+    """A cascade's quality (AUPRC and F1) against its cost per example over every band, the chosen point and the
+    last stage alone marked."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6, 4))
+    cost = [c["cost_ms"] for c in curve]
+    for metric, style in (("auprc", "-"), ("f1", "--")):
+        ax.plot(cost, [np.nan if c[metric] is None else c[metric] for c in curve], style, label=metric.upper())
+        if chosen.get(metric) is not None:
+            ax.plot([chosen["cost_ms"]], [chosen[metric]], "o", c="black")
+        last = chosen.get("last_alone", {})
+        if last.get(metric) is not None:
+            ax.plot([last["cost_ms"]], [last[metric]], "x", c="red", ms=9)
+    ax.annotate(f"chosen: {chosen['escalated']:.0%} escalated", (chosen["cost_ms"], chosen.get("auprc") or 0),
+                textcoords="offset points", xytext=(8, -14))
+    ax.set(xlabel="cost (ms per example)", ylabel="quality", title="cascade: quality against cost (x: last stage alone)")
+    ax.legend(loc="lower right")
+    return _save(fig, path)

@@ -82,6 +82,13 @@ def dataset_section(label: str, data: dict[str, Any], arrays: dict, out: Path, m
         lines.append("")
     if data.get("spans"):
         lines += span_section(data["spans"])
+    if data.get("cascade"):
+        c = data["cascade"]
+        lines += [f"**Cascade**: {c['escalated']:.1%} of examples escalated past the first stage.", "",
+                  "| stage | decided | on those: n | positives | accuracy | F1 | AUPRC |", "|---|---|---|---|---|---|---|"]
+        lines += [f"| {s['stage']} | {s['decided']} | {s.get('n', 0)} | {s.get('positives', '-')} "
+                  f"| {fmt(s.get('accuracy'))} | {fmt(s.get('f1'))} | {fmt(s.get('auprc'))} |" for s in c["stages"]]
+        lines.append("")
     if make_plots:
         lines += plot_section(label, data, arrays, out)
     return lines

@@ -122,7 +122,9 @@ def moderate_file(guard: Guard, source: Path, out: Path, batch_size: int = 64, s
 
     def work(examples: list[Example]) -> list[dict]:
         scores = guard.score(examples)
-        return [verdict(guard, scores, row) for row in range(len(examples))]
+        decided = getattr(guard, "decided", None)  # a cascade: which stage decided each row
+        return [{**verdict(guard, scores, row), **({"stage": int(decided[row])} if decided is not None else {})}
+                for row in range(len(examples))]
 
     return stream_jsonl(source, out, parse, work, batch_size, "moderating", key_by, show_progress,
                         hint=" (each line needs a prompt or text)")

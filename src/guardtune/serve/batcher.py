@@ -35,9 +35,12 @@ class Job:
 
 
 def score_handler(guard: Guard) -> Handler:
-    """Scoring jobs: each result is (Scores of the batch, row)."""
+    """Scoring jobs: each result is (Scores of the batch, row), and for a cascade also the stage that decided."""
     def run(examples: list[Example]) -> list[Any]:
         scores = guard.score(examples)
+        decided = getattr(guard, "decided", None)
+        if decided is not None:
+            return [(scores, row, int(decided[row])) for row in range(len(examples))]
         return [(scores, row) for row in range(len(examples))]
 
     return run

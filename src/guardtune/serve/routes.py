@@ -54,12 +54,20 @@ def openai_result(guard: Guard, v: dict[str, Any]) -> dict[str, Any]:
     harmful = v.get("prompt_harmful")
     flagged = bool(harmful["flagged"]) if harmful else False
     flagged = flagged or any(categories.values()) or any(c["flagged"] for c in codes.values())
-    extension = {task: v[task]["score"] for task in guard.labels.tasks if task in v}
+    extension: dict[str, Any] = {task: v[task]["score"] for task in guard.labels.tasks if task in v}
+    if "stage" in v:  # a cascade: the stage that decided
+        extension["stage"] = v["stage"]
     if codes:
         extension["categories"] = {c: codes[c]["score"] for c in codes}
     return {"flagged": flagged, "categories": categories, "category_scores": scores,
             "category_applied_input_types": {name: ["text"] for name in OPENAI_CATEGORIES},
             "guardtune": extension}
+
+
+def verdict_of(guard: Guard, result: tuple) -> dict[str, Any]:
+    """A scoring job's verdict: (Scores, row), and for a cascade the stage that decided (under "stage")."""
+    v = verdict(guard, result[0], result[1])
+    return {**v, "stage": result[2]} if len(result) > 2 else v
 
 
 def failed_result(guard: Guard, flagged: bool) -> dict[str, Any]:
@@ -176,7 +184,7 @@ def add_detox_route(app: Any, state: State) -> None:
             before, problem = await score_all(state, examples)
             if problem:
                 return problem
-        flagged = [before is None or r is FAILED or verdict(guard, *r).get("prompt_harmful", {}).get("flagged", True)
+        flagged = [before is None or r is FAILED or verdict_of(guard, r).get("prompt_harmful", {}).get("flagged", True)
                    for r in (before or [None] * len(examples))]
         chosen = [i for i, f in enumerate(flagged) if f or not body.only_flagged]
         rewrites, problem = await score_all(state, [examples[i] for i in chosen], "rewrite")
@@ -223,7 +231,7 @@ def add_moderation_routes(app: Any, state: State) -> None:
         results, problem = await score_all(state, examples)
         if problem:
             return problem
-        answers = [failed_result(guard, closed) if r is FAILED else openai_result(guard, verdict(guard, *r))
+        answers = [failed_result(guard, closed) if r is FAILED else openai_result(guard, verdict_of(guard, r))
                    for r in results]
         headers = {"X-Guardtune-Failure": settings.fail} if any(r is FAILED for r in results) else None
         return JSONResponse({"id": f"modr-{uuid.uuid4().hex}", "model": state.model_id, "results": answers},
@@ -255,7 +263,7 @@ def add_moderation_routes(app: Any, state: State) -> None:
             return JSONResponse({"model": state.model_id, **failed_verdict(guard, closed, body.response is not None),
                                  "thresholds": thresholds, "failure": settings.fail},
                                 headers={"X-Guardtune-Failure": settings.fail})
-        return {"model": state.model_id, **verdict(guard, *results[0]), "thresholds": thresholds,
+        return {"model": state.model_id, **verdict_of(guard, results[0]), "thresholds": thresholds,
                 "calibrated": guard.thresholds.calibrated, **({"spans": spans} if body.explain else {})}
 
 
