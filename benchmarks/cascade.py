@@ -2,8 +2,9 @@
 
   stage 0: TF-IDF + logistic regression, fitted on the MiniLM run's own training rows (its holdout excluded)
   stage 1: the MiniLM guard of RUN (default: configs/cpu/toxicchat-minilm-lora.yaml's run)
-  bands:   fitted on the MiniLM run's holdout (validation) rows, rule quality: the least cost whose AUPRC is
-           within --tolerance of MiniLM's alone (never on the test set)
+  bands:   fitted on the MiniLM run's holdout (validation) rows (never on the test set): by default rule
+           quality, the least cost whose AUPRC is within --tolerance of MiniLM's alone; --rule rate --target
+           0.3 escalates 30%; band shape low (TF-IDF only clears what it is sure is safe) or two-sided
   targets: on the test set, AUPRC and F1 within 0.005 of MiniLM alone, at most 30% of examples sent to MiniLM,
            at <= 35% of MiniLM's cost per example (timed: the cascade's score() and MiniLM's, same examples)
 
@@ -12,6 +13,7 @@ same stages and bands. Intervals: 95% percentile bootstrap over test rows; diffe
 
   guardtune train configs/cpu/toxicchat-minilm-lora.yaml        # about 10 minutes on 2 cores, once
   python benchmarks/cascade.py [--guard runs/toxicchat-minilm-lora] [--other ethos:all] [--json out.json]
+  python benchmarks/cascade.py --rule rate --target 0.3
 """
 
 from __future__ import annotations
@@ -64,6 +66,9 @@ def main() -> None:
     parser.add_argument("--test", default="toxicchat_human:test")
     parser.add_argument("--other", default="ethos:all", help="a second test set with both classes ('' for none)")
     parser.add_argument("--tolerance", type=float, default=0.005)
+    parser.add_argument("--rule", choices=("quality", "rate", "budget"), default="quality")
+    parser.add_argument("--target", type=float, help="rule rate: share escalated; budget: ms per example")
+    parser.add_argument("--shape", choices=("low", "two-sided"), default="low")
     parser.add_argument("--json", help="also write the figures to this file")
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -90,8 +95,9 @@ def main() -> None:
     task = "prompt_harmful"
     threshold = minilm.thresholds[task]
     print(f"stages: tfidf (fitted on {len(train)} rows) -> {minilm.name}; bands fitted on {len(validation)} "
-          f"holdout rows, rule quality (AUPRC within {args.tolerance})")
-    fitted = fit([tfidf, minilm], validation, "quality", costs=None, metric="auprc", tolerance=args.tolerance)
+          f"holdout rows, rule {args.rule} (target {args.target}, AUPRC tolerance {args.tolerance}), shape {args.shape}")
+    fitted = fit([tfidf, minilm], validation, args.rule, args.target, costs=None, metric="auprc",
+                 tolerance=args.tolerance, shape=args.shape)
     c = fitted.chosen
     print(f"  fit: {c['escalated']:.1%} escalated on validation, band {fitted.bands[0][task]}, measured costs "
           f"{c['costs_ms'][0]:.3f} / {c['costs_ms'][1]:.3f} ms/example")

@@ -81,6 +81,10 @@ def test_fitting_rules_rate_quality_and_budget():
     assert quality.chosen["auprc"] >= quality.chosen["last_alone"]["auprc"]
     budget = fit(stages, examples, "budget", 4.0, costs=[1.0, 10.0])
     assert budget.chosen["cost_ms"] <= 4.0
+    two = fit(stages, examples, "rate", 0.3, costs=[1.0, 10.0], shape="two-sided")
+    assert two.chosen["escalated"] == pytest.approx(0.3, abs=0.02) and len(two.curve) > len(rate.curve)
+    low, high = rate.bands[0]["prompt_harmful"]
+    assert high == 1.0 and 0 < low < 1  # shape low: the first stage only clears what it is sure is safe
     # the fitted bands reproduce the curve's point on the same data
     cascade = Cascade(stages, rate.bands)
     cascade.score(examples)

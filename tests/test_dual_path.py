@@ -256,7 +256,8 @@ def test_chat_command_and_chat_completions_endpoint(dual_run, monkeypatch, capsy
                            ({"messages": [{"role": "robot", "content": "x"}]}, "messages[0].role"),
                            ({"messages": [{"role": "user", "content": "x"}, {"role": "assistant", "content": "y"}]},
                             "messages[1].role"),
-                           ({"messages": [{"role": "user", "content": "x" * 40_000}]}, "messages[0].content")):
+                           ({"messages": [{"role": "user", "content": "x" * 40_000}]}, "messages[0].content"),
+                           ({"messages": [{"role": "user", "content": "x" * 20_000}] * 3}, "messages")):
             r = client.post("/v1/chat/completions", json=bad)
             assert r.status_code in (413, 422) and r.json()["error"]["param"] == param, r.text
     guard.thresholds = Thresholds({"prompt_harmful": 0.0})

@@ -9,10 +9,10 @@ band [low, high] (its uncertainty band); otherwise the example goes on to the ne
 everything it gets. Scores stay probabilities (the deciding stage's, every output), so eval, calibrate,
 thresholds, moderate and serve work unchanged; a stage's calibrated temperatures apply (its `score`).
 
-Bands are fitted on validation data (`fit`): each non-final stage escalates the examples whose probability is
-nearest its decision threshold, in logit distance, up to the distance chosen by one of three rules: a target
-escalation rate, a target quality (the last stage's AUPRC or F1 within a tolerance, at the least cost), or a
-cost budget per example. The whole range of distances is kept as the cascade's quality/cost curve.
+Bands are fitted on validation data (`fit`): every band between two quantiles of a stage's own probabilities is
+tried (low and high apart: with rare positives the uncertain region is not centred on the threshold), and one
+of three rules picks one: a target escalation rate, a target quality (the last stage's AUPRC or F1 within a
+tolerance, at the least cost), or a cost budget per example. All of them are kept as the quality/cost curve.
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ from guardtune.labels import LabelSpace
 
 Band = tuple[float, float]
 RULES = ("rate", "quality", "budget")
+SHAPES = ("low", "two-sided")
 
 
 def shared_labels(stages: Sequence[Guard]) -> LabelSpace:
@@ -159,23 +160,15 @@ class Fit:
     curve: list[dict[str, Any]] = field(default_factory=list)
 
 
-def logit(p: np.ndarray) -> np.ndarray:
-    p = np.clip(np.asarray(p, dtype=np.float64), 1e-7, 1 - 1e-7)
-    return np.log(p / (1 - p))
-
-
-def band_at(distance: float, threshold: float) -> Band:
-    """The band of probabilities within `distance` (in logits) of the threshold."""
-    centre = float(logit(np.array([threshold]))[0])
-    return float(1 / (1 + np.exp(-(centre - distance)))), float(1 / (1 + np.exp(-(centre + distance))))
-
-
 def fit(stages: Sequence[Guard], examples: Sequence[Example], rule: str = "quality", target: float | None = None,
         costs: Sequence[float] | None = None, metric: str = "auprc", tolerance: float = 0.005,
-        steps: int = 101) -> Fit:
+        steps: int = 41, shape: str = "low") -> Fit:
     """Bands for a two-or-more-stage cascade from labelled examples. Every stage scores every example once; the
-    curve then varies the escalation distance of each non-final stage together (the same share of its own most
-    uncertain rows). `costs`: ms per example of each stage (measured by `measure_costs` when None).
+    curve then tries every band between two of `steps` quantiles of each non-final stage's own probabilities
+    (the same quantiles for every non-final stage). `shape` "low" (default): bands [q, 1], a stage only clears
+    what it is sure is safe and passes on everything else (one number fitted per stage: robust on small
+    validation sets, and the right shape when harmful examples are rare); "two-sided": any [q_lo, q_hi], so a
+    stage also decides what it is sure is harmful (more fitted freedom: it needs more validation data). `costs`: ms per example of each stage (measured by `measure_costs` when None).
     rule rate: target = the share of examples the first stage escalates; quality: the least cost whose `metric`
     on the examples is within `tolerance` of the last stage's alone; budget: target = ms per example, the best
     quality within it."""
@@ -183,6 +176,8 @@ def fit(stages: Sequence[Guard], examples: Sequence[Example], rule: str = "quali
 
     if rule not in RULES:
         raise ValueError(f"unknown rule {rule!r}; choose from {', '.join(RULES)}")
+    if shape not in SHAPES:
+        raise ValueError(f"unknown band shape {shape!r}; choose from {', '.join(SHAPES)}")
     if rule in ("rate", "budget") and target is None:
         raise ValueError(f"rule {rule!r} needs a target ({'a share of examples' if rule == 'rate' else 'ms/example'})")
     labels = shared_labels(stages)
@@ -194,32 +189,41 @@ def fit(stages: Sequence[Guard], examples: Sequence[Example], rule: str = "quali
     y = np.array([getattr(ex, task) for ex in examples], dtype=np.int64)
     costs = list(costs) if costs is not None else measure_costs(stages, examples)
     probs = [s.score(examples)[task].astype(np.float64) for s in stages]
-    distances = [np.abs(logit(p) - logit(np.array([s.thresholds[task]]))) for p, s in zip(probs, stages)]
 
-    def run(share: float) -> dict[str, Any]:
+    quantiles = [np.quantile(p, np.linspace(0, 1, steps)) for p in probs[:-1]]
+
+    def run(lo: int | None, hi: int | None) -> dict[str, Any]:
+        """Each non-final stage escalates what lies between its lo-th and hi-th probability quantile (hi None:
+        everything from the lo-th up; lo None: no band, it answers everything)."""
         bands, pending = [], np.ones(len(y), dtype=bool)
         final = np.zeros(len(y))
         reached = []
-        for i, stage in enumerate(stages):
+        for i in range(len(stages)):
             reached.append(int(pending.sum()))
             if i == len(stages) - 1:
                 final[pending] = probs[i][pending]
                 break
-            if share > 0:
-                bands.append({task: band_at(float(np.quantile(distances[i], share)), stage.thresholds[task])})
-                low, high = bands[-1][task]
-                sure = pending & ((probs[i] < low) | (probs[i] > high))
-            else:  # no band: this stage answers everything
+            if lo is None:
                 bands.append({})
                 sure = pending.copy()
+            else:
+                low, high = float(quantiles[i][lo]), 1.0 if hi is None else float(quantiles[i][hi])
+                bands.append({task: (low, high)})
+                sure = pending & ((probs[i] < low) | (probs[i] > high))
             final[sure] = probs[i][sure]
             pending &= ~sure
         quality = metrics.binary(y, final, stages[-1].thresholds[task])
         cost = sum(c * n for c, n in zip(costs, reached)) / len(y)
-        return {"share": share, "escalated": reached[1] / len(y), "reached": reached, "cost_ms": cost,
+        return {"band_quantiles": None if lo is None else [lo / (steps - 1), 1.0 if hi is None else hi / (steps - 1)],
+                "escalated": reached[1] / len(y), "reached": reached, "cost_ms": cost,
                 "auprc": quality["auprc"], "f1": quality["f1"], "bands": bands}
 
-    curve = [run(s) for s in np.linspace(0, 1, steps)]
+    # every band [low, high] between two quantiles of the stage's own probabilities: low and high apart, since
+    # with rare positives the uncertain region is rarely centred on the threshold
+    bands_tried = [(lo, None) for lo in range(steps)] if shape == "low" else \
+        [(lo, hi) for lo in range(steps) for hi in range(lo, steps)]
+    curve = sorted([run(None, None)] + [run(lo, hi) for lo, hi in bands_tried],
+                   key=lambda c: (c["cost_ms"], -(c["auprc"] or 0)))
     last = metrics.binary(y, probs[-1], stages[-1].thresholds[task])
     if rule == "rate":
         chosen = min(curve, key=lambda c: abs(c["escalated"] - target))
@@ -232,10 +236,10 @@ def fit(stages: Sequence[Guard], examples: Sequence[Example], rule: str = "quali
         if not within:
             raise ValueError(f"no band fits {target} ms/example: the first stage alone costs {costs[0]:.3f}")
         chosen = max(within, key=lambda c: (c[metric] or 0, -c["cost_ms"]))
-    info = {"rule": rule, "target": target, "metric": metric, "tolerance": tolerance, "task": task,
+    info = {"rule": rule, "shape": shape, "target": target, "metric": metric, "tolerance": tolerance, "task": task,
             "costs_ms": costs, "n": len(y), "last_alone": {"auprc": last["auprc"], "f1": last["f1"],
                                                            "cost_ms": costs[-1]},
-            **{k: chosen[k] for k in ("share", "escalated", "cost_ms", "auprc", "f1", "reached")}}
+            **{k: chosen[k] for k in ("band_quantiles", "escalated", "cost_ms", "auprc", "f1", "reached")}}
     return Fit([{t: tuple(b) for t, b in band.items()} for band in chosen["bands"]], info, curve)
 
 

@@ -80,20 +80,26 @@ def reliability(curves: dict[str, dict[str, Any]], title: str, path: Path) -> Pa
 
 
 def cascade_curve(curve: list[dict[str, Any]], chosen: dict[str, Any], path: Path) -> Path:
-    """A cascade's quality (AUPRC and F1) against its cost per example over every band, the chosen point and the
-    last stage alone marked."""
+    """A cascade's quality (AUPRC and F1) against its cost per example: every band tried (dots) and the best
+    quality at each cost (the Pareto frontier, lines); the chosen point circled, the last stage alone an x."""
     plt = _plt()
-    fig, ax = plt.subplots(figsize=(6, 4))
-    cost = [c["cost_ms"] for c in curve]
-    for metric, style in (("auprc", "-"), ("f1", "--")):
-        ax.plot(cost, [np.nan if c[metric] is None else c[metric] for c in curve], style, label=metric.upper())
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    cost = np.array([c["cost_ms"] for c in curve])
+    order = np.argsort(cost, kind="stable")
+    for metric, colour in (("auprc", "tab:blue"), ("f1", "tab:orange")):
+        q = np.array([np.nan if c[metric] is None else c[metric] for c in curve])
+        ax.scatter(cost, q, s=4, alpha=0.25, c=colour)
+        frontier = np.fmax.accumulate(np.nan_to_num(q[order], nan=-np.inf))
+        ax.plot(cost[order], frontier, c=colour, label=f"{metric.upper()} (best at each cost)")
         if chosen.get(metric) is not None:
-            ax.plot([chosen["cost_ms"]], [chosen[metric]], "o", c="black")
+            ax.plot([chosen["cost_ms"]], [chosen[metric]], "o", mfc="none", mec="black", ms=9)
         last = chosen.get("last_alone", {})
         if last.get(metric) is not None:
             ax.plot([last["cost_ms"]], [last[metric]], "x", c="red", ms=9)
     ax.annotate(f"chosen: {chosen['escalated']:.0%} escalated", (chosen["cost_ms"], chosen.get("auprc") or 0),
                 textcoords="offset points", xytext=(8, -14))
-    ax.set(xlabel="cost (ms per example)", ylabel="quality", title="cascade: quality against cost (x: last stage alone)")
+    low = np.nanmin([c["f1"] for c in curve if c["f1"] is not None] or [0])
+    ax.set(xlabel="cost (ms per example)", ylabel="quality", ylim=(max(0.0, low - 0.05), 1.0),
+           title="cascade: quality against cost (x: last stage alone)")
     ax.legend(loc="lower right")
     return _save(fig, path)

@@ -39,6 +39,10 @@ def add_parser(commands) -> None:
     f.add_argument("--target", type=float, help="rate: share escalated (0-1); budget: ms per example")
     f.add_argument("--metric", choices=("auprc", "f1"), default="auprc", help="quality measure (rule quality, budget)")
     f.add_argument("--tolerance", type=float, default=0.005, help="rule quality: how far below the last stage")
+    f.add_argument("--shape", choices=("low", "two-sided"), default="low",
+                   help="low: a stage only clears what it is sure is safe, and passes on the rest (default: one "
+                        "number per stage, robust on small validation sets); two-sided: it also decides what it is "
+                        "sure is harmful")
     f.add_argument("--costs", help="ms per example of each stage, comma-separated (default: measured here)")
     add_trust_argument(f)
     f.set_defaults(run=run_fit, parser=f)
@@ -63,7 +67,7 @@ def run_fit(args: argparse.Namespace) -> int:
             args.parser.error(f"--costs gives {len(costs)} numbers for {len(args.stages)} stages")
     stages = [guardtune.load(s, trust_remote_code=args.trust_remote_code) for s in args.stages]
     examples = load_any(args.data).examples
-    fitted = fit(stages, examples, args.rule, args.target, costs, args.metric, args.tolerance)
+    fitted = fit(stages, examples, args.rule, args.target, costs, args.metric, args.tolerance, shape=args.shape)
     out = Path(args.out)
     cascade = Cascade(stages, fitted.bands, name=out.name, info=fitted.chosen)
     cascade.save(out, [os.path.relpath(Path(s).resolve(), out.resolve()) for s in args.stages])

@@ -60,6 +60,10 @@ def turn_of(body: ChatRequest, state: State) -> tuple[ChatTurn | None, Any]:
             return None, error(413, f"{param}.content has {len(text)} characters; the limit is {settings.max_chars}",
                                "invalid_request_error", f"{param}.content")
         messages.append({"role": m.role, "content": text})
+    total = sum(len(m["content"]) for m in messages)
+    if total > settings.max_chars:  # the model reads the whole conversation: one text's limit bounds it all
+        return None, error(413, f"the messages have {total} characters together; the limit is {settings.max_chars}",
+                           "invalid_request_error", "messages")
     last = messages[-1]
     if last["role"] != "user":
         return None, error(422, "the last message must be the user's (the turn to answer)", "invalid_request_error",
