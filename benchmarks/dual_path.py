@@ -135,22 +135,20 @@ def main() -> None:
 
     def chat_only():
         for batch in batches():
-            guard._chat(batch, args.new_tokens, decoding)
+            guard.generate_batch(batch, args.new_tokens, **decoding)
 
     def two_models():  # chat, then a separate guard of the same size (adapter off: a plain model with a head)
         for batch in batches():
-            run = guard._chat(batch, args.new_tokens, decoding)
+            texts = guard.generate_batch(batch, args.new_tokens, **decoding)
             with adapters(model.backbone, False):
                 guard._probs([guard.guard_ids(m) for m in batch])
-                guard._probs([guard.guard_ids([*m, {"role": "assistant", "content": t}])
-                              for m, t in zip(batch, run["texts"])])
+                guard._probs([guard.guard_ids([*m, {"role": "assistant", "content": t}]) for m, t in zip(batch, texts)])
 
     def dual_path():
         for batch in batches():
             results = guard.respond_batch(batch, "annotate", args.new_tokens, **decoding)
             assert all(r["shared"]["prompt"] and r["shared"]["response"] for r in results), "a pass was not shared"
 
-    guard.shared = min(guard.shared, n_blocks - 1)
     ways = {"chat alone (no guarding)": chat_only, "(a) chat + separate guard": two_models, "(b) dual path": dual_path}
     with torch.inference_mode():
         chat_only()  # warm-up
@@ -181,10 +179,9 @@ def main() -> None:
     counted = (chat_work + separate) / (chat_work + dual)
     print(f"counted block-token work: guarding adds (b) {dual / chat_work:.1%}, (a) {separate / chat_work:.1%} of "
           f"the chat's; (b)/(a) = {counted:.2f}x where time follows work (compute-bound serving), not measured here")
-    base_params = sum(p.numel() for n, p in model.named_parameters() if "lora_" not in n and not n.startswith("head."))
-    added = sum(p.numel() for n, p in model.named_parameters() if "lora_" in n or n.startswith("head."))
-    print(f"memory: (b) one model, {(base_params + added) * 4 / 2**20:.0f} MiB of fp32 weights; (a) two, "
-          f"{(2 * base_params + model.head.weight.numel()) * 4 / 2**20:.0f} MiB")
+    info = guard.info
+    print(f"memory: (b) one model, {(info['base_params'] + info['added_params']) * 4 / 2**20:.0f} MiB of fp32 "
+          f"weights; (a) two, {(2 * info['base_params'] + model.head.weight.numel()) * 4 / 2**20:.0f} MiB")
     if args.json:
         Path(args.json).write_text(json.dumps({
             "size": args.size, "k": args.k, "batch": args.batch, "requests": len(conversations),

@@ -40,6 +40,7 @@ def add_parser(commands) -> None:
 
 def run_chat(args: argparse.Namespace) -> int:
     import guardtune
+    from guardtune.data.example import FieldError
     from guardtune.serve.batcher import ChatTurn
 
     chat = guardtune.load(args.guard, device=args.device, trust_remote_code=args.trust_remote_code)
@@ -69,7 +70,12 @@ def run_chat(args: argparse.Namespace) -> int:
             messages = list(start)
             continue
         messages.append({"role": "user", "content": text})
-        result = chat.respond(messages, args.mode, args.max_new_tokens, **decoding)
+        try:
+            result = chat.respond(messages, args.mode, args.max_new_tokens, **decoding)
+        except FieldError as err:  # e.g. undecodable bytes on stdin: say so, drop the line, go on
+            messages.pop()
+            out.print(f"[red]not sent: {err}[/red]")
+            continue
         messages.append({"role": "assistant", "content": result["reply"] or ""})
         if args.json:
             print(json.dumps({"prompt": text, **result}, ensure_ascii=False), flush=True)

@@ -135,14 +135,14 @@ def validate(guard: ClassifierGuard, examples: Sequence[Example], run_on_shares:
     """Scores as for every guard; with a span head also the span F1 on examples with span rationales, which
     joins the mean that picks the best step (a span set labels one class only: its AUPRC is undefined)."""
     from guardtune.kinds.kind import validate_scores
-    from guardtune.spans import span_summary
+    from guardtune.spans import span_f1
 
     out = validate_scores(guard, examples, run_on_shares)
     rows = [ex for ex in examples if isinstance(ex.rationale, tuple)]
     if not guard.explains or not rows:
         return out
     predicted = run_on_shares(lambda part: guard.explain(part), rows)
-    f1 = span_summary(predicted, [ex.rationale for ex in rows], draws=1)["span_f1"]
+    f1 = float(np.mean([span_f1(p, ex.rationale) for p, ex in zip(predicted, rows)]))
     parts = [v for v in (out["val_score"], f1) if v is not None]
     return {**out, "val_span_f1": f1, "val_score": float(np.mean(parts)) if parts else None}
 

@@ -97,7 +97,14 @@ class DualPathGuard(GuardBase):
 
     def generate(self, messages: list[dict[str, str]], max_new_tokens: int = 256, **generate_kwargs: Any) -> str:
         """The base chat model's answer (adapters off: exactly what the model without guardtune would say)."""
-        return self._chat([messages], max_new_tokens, generate_kwargs)["texts"][0]
+        return self.generate_batch([messages], max_new_tokens, **generate_kwargs)[0]
+
+    def generate_batch(self, conversations: Sequence[list[dict[str, str]]], max_new_tokens: int = 256,
+                       **generate_kwargs: Any) -> list[str]:
+        """The base chat model's answers to several conversations, in one batched generation; nothing guarded."""
+        for messages in conversations:
+            check_messages(messages)
+        return self._chat(conversations, max_new_tokens, generate_kwargs, mode=None)["texts"]
 
     def respond(self, messages: list[dict[str, str]], mode: str = "block", max_new_tokens: int = 256,
                 **generate_kwargs: Any) -> dict[str, Any]:
@@ -113,8 +120,8 @@ class DualPathGuard(GuardBase):
             raise ValueError(f"unknown mode {mode!r}; choose from {', '.join(MODES)}")
         for messages in conversations:
             check_messages(messages)
-        run = self._chat(conversations, max_new_tokens, generate_kwargs, gate=mode == "block")
-        prompt_scores = self._verdicts(run["prompt_probs"], prompt_only=True)
+        run = self._chat(conversations, max_new_tokens, generate_kwargs, mode)
+        prompt_scores = run["prompt_verdicts"]
         answered = [i for i, blocked in enumerate(run["blocked"]) if not blocked]
         response_probs = self._response_probs(conversations, run, answered)
         out = []
@@ -141,10 +148,10 @@ class DualPathGuard(GuardBase):
         return [verdict(self, scores, row) for row in range(len(probs))]
 
     def _chat(self, conversations: Sequence[list[dict[str, str]]], max_new_tokens: int, generate_kwargs: dict,
-              gate: bool = False) -> dict[str, Any]:
-        """One batched generation with adapters off. While it runs, the states entering the first adapted block
-        are recorded; right after the prefill the prompts are guarded from them (a flagged prompt stops its row
-        there when `gate`)."""
+              mode: str | None) -> dict[str, Any]:
+        """One batched generation with adapters off. With a `mode`, the states entering the first adapted block
+        are recorded while it runs, and right after the prefill the prompts are guarded from them (in block mode
+        a flagged prompt stops its row there); without one, nothing is guarded or recorded."""
         import torch
         from transformers import StoppingCriteria, StoppingCriteriaList
 
@@ -159,9 +166,9 @@ class DualPathGuard(GuardBase):
         for row, ids in enumerate(prompts):  # left padding: every row's next token is in the same column
             input_ids[row, width - len(ids):] = torch.as_tensor(ids)
             mask[row, width - len(ids):] = 1
-        recorder = Recorder(model.blocks()[2], self.shared) if self.shared else None
-        state: dict[str, Any] = {"prompt_probs": None, "prompt_shared": [False] * len(prompts)}
-        guard_rows = [self.guard_ids(m) for m in conversations]
+        recorder = Recorder(model.blocks()[2], self.shared) if self.shared and mode else None
+        state: dict[str, Any] = {"verdicts": None, "prompt_shared": [False] * len(prompts)}
+        guard_rows = [self.guard_ids(m) for m in conversations] if mode else []
 
         def guard_prompts() -> np.ndarray:
             shared = [recorder is not None and g == p for g, p in zip(guard_rows, prompts)]
@@ -186,19 +193,19 @@ class DualPathGuard(GuardBase):
 
             def __call__(self, ids: torch.LongTensor, scores: Any, **kwargs: Any) -> torch.BoolTensor:
                 stop = torch.zeros(ids.shape[0], dtype=torch.bool, device=ids.device)
-                if state["prompt_probs"] is None:
+                if state["verdicts"] is None:
                     with adapters(model.backbone, True):
-                        state["prompt_probs"] = guard_prompts()
-                    if gate:
-                        verdicts = guard._verdicts(state["prompt_probs"], prompt_only=True)
-                        stop = torch.tensor([_flagged(v, "prompt") for v in verdicts], device=ids.device)
+                        state["verdicts"] = guard._verdicts(guard_prompts(), prompt_only=True)
+                    if mode == "block":
+                        stop = torch.tensor([_flagged(v, "prompt") for v in state["verdicts"]], device=ids.device)
                 return stop
 
         eos = end_tokens(model.lm, tokenizer)
         with torch.inference_mode(), adapters(model.backbone, False), \
                 (recorder.active() if recorder else nullcontext()):
             out = model.lm.generate(input_ids=input_ids.to(device), attention_mask=mask.to(device),
-                                    max_new_tokens=max_new_tokens, stopping_criteria=StoppingCriteriaList([PromptGate()]),
+                                    max_new_tokens=max_new_tokens,
+                                    stopping_criteria=StoppingCriteriaList([PromptGate()] if mode else []),
                                     pad_token_id=tokenizer.pad_token_id, eos_token_id=sorted(eos),
                                     return_dict_in_generate=True, **generate_kwargs)
         new = out.sequences[:, width:].tolist()
@@ -207,13 +214,11 @@ class DualPathGuard(GuardBase):
             end = next((j for j, t in enumerate(row) if t in eos), None)
             tokens.append(row if end is None else row[:end + 1])
             finish.append("length" if end is None else "stop")
-        prompt_probs = state["prompt_probs"]
-        blocked = [False] * len(prompts)
-        if gate:
-            blocked = [_flagged(v, "prompt") for v in self._verdicts(prompt_probs, prompt_only=True)]
+        verdicts = state["verdicts"]
+        blocked = [mode == "block" and _flagged(v, "prompt") for v in verdicts] if verdicts else [False] * len(prompts)
         return {"prompts": prompts, "width": width, "tokens": tokens, "finish": finish, "blocked": blocked,
                 "texts": [tokenizer.decode(t, skip_special_tokens=True) for t in tokens],
-                "prompt_probs": prompt_probs, "prompt_shared": state["prompt_shared"], "recorder": recorder,
+                "prompt_verdicts": verdicts, "prompt_shared": state["prompt_shared"], "recorder": recorder,
                 "cache": out.cache if "cache" in out else out.past_key_values, "response_shared": set()}
 
     def _response_probs(self, conversations: Sequence[list[dict[str, str]]], run: dict,
@@ -247,15 +252,14 @@ class DualPathGuard(GuardBase):
             index = list(shared)
             columns = {i: _columns(len(run["prompts"][i]), width, shared[i]) for i in index}
             known_states = [states[i, columns[i]] for i in index]
-            tails = [pair_ids[i][shared[i]:] for i in index]
+            tails = [pair_ids[i][shared[i]:] if i in shared else [] for i in range(states.shape[0])]  # every row
             if any(tails):
+                first = [shared.get(i, len(run["prompts"][i])) for i in range(states.shape[0])]
                 cache_mask = torch.zeros(states.shape[0], states.shape[1], dtype=torch.long)
                 for i in range(states.shape[0]):  # rows without a tail still attend to their prompt (no empty row)
-                    cache_mask[i, columns.get(i, _columns(len(run["prompts"][i]), width, len(run["prompts"][i])))] = 1
-                all_tails = [pair_ids[i][shared[i]:] if i in shared else [] for i in range(states.shape[0])]
-                first = [shared.get(i, len(run["prompts"][i])) for i in range(states.shape[0])]
+                    cache_mask[i, columns[i] if i in columns else _columns(len(run["prompts"][i]), width, first[i])] = 1
                 with torch.inference_mode():
-                    tail_states = self.model.lower_states(self.shared, all_tails, run["cache"], cache_mask, first)
+                    tail_states = self.model.lower_states(self.shared, tails, run["cache"], cache_mask, first)
                 known_states = [torch.cat([k, tail_states[i]]) for k, i in zip(known_states, index)]
             with torch.inference_mode():
                 logits = self.model.logits_from(self.shared, [pair_ids[i] for i in index], known_states)
@@ -290,15 +294,25 @@ def end_tokens(lm: Any, tokenizer: Any) -> set[int]:
     return ids | ({tokenizer.eos_token_id} if tokenizer.eos_token_id is not None else set())
 
 
+ROLES = ("system", "user", "assistant")
+
+
 def check_messages(messages: Any) -> None:
+    """A conversation to answer: {role, content} messages, text a tokenizer can encode, the last one the user's.
+    A problem raises FieldError naming the message (`messages[2].content`)."""
+    from guardtune.data.example import FieldError, check_unicode
+
     if not isinstance(messages, list) or not messages:
-        raise ValueError("messages must be a non-empty list of {role, content}")
+        raise FieldError("messages", "must be a non-empty list of {role, content}")
     for k, m in enumerate(messages):
-        if not isinstance(m, dict) or m.get("role") not in ("system", "user", "assistant") \
-                or not isinstance(m.get("content"), str):
-            raise ValueError(f"messages[{k}] must be {{\"role\": system|user|assistant, \"content\": string}}")
+        if not isinstance(m, dict) or not isinstance(m.get("content"), str):
+            raise FieldError(f"messages[{k}]", "must be {\"role\": system|user|assistant, \"content\": string}")
+        if m.get("role") not in ROLES:
+            raise FieldError(f"messages[{k}].role", f"must be one of {', '.join(ROLES)}, got {m.get('role')!r}")
+        check_unicode(f"messages[{k}].content", m["content"])
     if messages[-1]["role"] != "user":
-        raise ValueError("the last message must be the user's (the turn to answer)")
+        raise FieldError(f"messages[{len(messages) - 1}].role", "the last message must be the user's (the turn to "
+                                                                "answer)")
 
 
 def build(cfg: Any, labels: LabelSpace, backbone: Any) -> Any:

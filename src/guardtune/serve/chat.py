@@ -16,12 +16,11 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
+from guardtune.data.example import FieldError
+from guardtune.kinds.dual_path import check_messages
 from guardtune.serve.app import State, error
 from guardtune.serve.batcher import ChatTurn
 from guardtune.serve.routes import FAILED, TextPart, check_text, score_all
-
-ROLES = ("system", "user", "assistant")
-
 
 class ChatMessage(BaseModel):
     role: str
@@ -49,26 +48,21 @@ def turn_of(body: ChatRequest, state: State) -> tuple[ChatTurn | None, Any]:
     if len(body.messages) > settings.max_inputs:
         return None, error(413, f"messages has {len(body.messages)} items; the limit is {settings.max_inputs}",
                            "invalid_request_error", "messages")
-    messages = []
-    for i, m in enumerate(body.messages):
-        param = f"messages[{i}]"
-        if m.role not in ROLES:
-            return None, error(422, f"{param}.role must be one of {', '.join(ROLES)}, got {m.role!r}",
-                               "invalid_request_error", f"{param}.role")
-        text = m.content if isinstance(m.content, str) else "".join(part.text for part in m.content)
-        if len(text) > settings.max_chars:
-            return None, error(413, f"{param}.content has {len(text)} characters; the limit is {settings.max_chars}",
-                               "invalid_request_error", f"{param}.content")
-        messages.append({"role": m.role, "content": text})
+    messages = [{"role": m.role, "content": m.content if isinstance(m.content, str) else
+                 "".join(part.text for part in m.content)} for m in body.messages]
+    for i, m in enumerate(messages):
+        if len(m["content"]) > settings.max_chars:
+            return None, error(413, f"messages[{i}].content has {len(m['content'])} characters; the limit is "
+                                    f"{settings.max_chars}", "invalid_request_error", f"messages[{i}].content")
     total = sum(len(m["content"]) for m in messages)
     if total > settings.max_chars:  # the model reads the whole conversation: one text's limit bounds it all
         return None, error(413, f"the messages have {total} characters together; the limit is {settings.max_chars}",
                            "invalid_request_error", "messages")
-    last = messages[-1]
-    if last["role"] != "user":
-        return None, error(422, "the last message must be the user's (the turn to answer)", "invalid_request_error",
-                           f"messages[{len(messages) - 1}].role")
-    if problem := check_text(state, last["content"], f"messages[{len(messages) - 1}].content"):
+    try:
+        check_messages(messages)
+    except FieldError as err:
+        return None, error(422, str(err), "invalid_request_error", err.field)
+    if problem := check_text(state, messages[-1]["content"], f"messages[{len(messages) - 1}].content"):
         return None, problem
     wanted = body.max_completion_tokens or body.max_tokens or settings.max_new_tokens
     return ChatTurn(tuple(messages), min(wanted, settings.max_new_tokens), body.temperature, body.top_p), None
