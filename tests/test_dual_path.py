@@ -11,6 +11,8 @@ import numpy as np
 import pytest
 import torch
 from fastapi.testclient import TestClient
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from peft.tuners.tuners_utils import BaseTunerLayer
 from transformers import AutoModelForCausalLM, LogitsProcessor, LogitsProcessorList
 
@@ -193,9 +195,9 @@ def test_layers_top_k_adapts_only_the_top_blocks(tiny_causal, tiny):
     assert adapted == {("decoder", "1")}
 
 
-@pytest.fixture
-def dual_run(tiny_causal, tmp_path):
-    out = tmp_path / "dual"
+@pytest.fixture(scope="module")
+def dual_run(tiny_causal, tmp_path_factory):
+    out = tmp_path_factory.mktemp("dual-run") / "dual"
     cfg = config.load(None, [f"model.name={tiny_causal('qwen2')}", "model.kind=dual_path", "method.name=lora",
                              "method.r=4", "method.layers=top:2", f"output_dir={out}",
                              "data.train={name: 'demo:train', sample: 32, seed: 1}",
@@ -283,3 +285,45 @@ def test_scores_do_not_depend_on_batching_or_the_adapter_state_left_behind(tiny_
     first = guard.score(examples).probs
     with adapters(guard.model.backbone, False):  # scoring always guards with the adapter on
         np.testing.assert_allclose(guard.score(examples, batch_size=1).probs, first, atol=1e-5)
+
+
+chat_bodies = st.one_of(
+    st.binary(max_size=120),
+    st.dictionaries(st.sampled_from(["messages", "max_tokens", "temperature", "top_p", "stream", "n"]),
+                    st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=12),
+                                 lambda inner: st.lists(inner, max_size=3)
+                                 | st.dictionaries(st.sampled_from(["role", "content", "type", "text"]), inner,
+                                                   max_size=3), max_leaves=8), max_size=4)
+    .map(lambda v: json.dumps(v).encode()),
+    st.lists(st.fixed_dictionaries({"role": st.sampled_from(["user", "assistant", "system", "tool"]),
+                                    "content": st.text(alphabet=st.characters(codec=None), max_size=16)}),
+             max_size=3).map(lambda ms: json.dumps({"messages": ms, "max_tokens": 2}).encode()),
+)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(body=chat_bodies)
+def test_any_chat_body_gets_an_answer_under_500(chat_client, body):
+    r = chat_client.post("/v1/chat/completions", content=body, headers={"content-type": "application/json"})
+    assert r.status_code < 500, r.text
+    if r.status_code >= 400:
+        assert set(r.json()) == {"error"} and r.json()["error"]["code"] == r.status_code
+
+
+def test_text_a_tokenizer_cannot_encode_is_refused_with_the_message_named(dual_run, chat_client):
+    _, out = dual_run
+    for content, words in (("bad \ud800 text", "surrogate"), ("nul \x00 here", "NUL")):
+        body = json.dumps({"messages": [{"role": "system", "content": "be nice"}, {"role": "user", "content": content}]})
+        r = chat_client.post("/v1/chat/completions", content=body.encode("utf-8", "surrogatepass"),
+                        headers={"content-type": "application/json"})
+        assert r.status_code == 422 and r.json()["error"]["param"] == "messages[1].content" and words in r.text, r.text
+    guard = guardtune.load(out)
+    with pytest.raises(ValueError, match=r"messages\[0\].role"):
+        guard.respond([{"role": "robot", "content": "hi"}])
+
+
+@pytest.fixture(scope="module")
+def chat_client(dual_run):
+    """The dual-path run served (answers of at most 2 tokens, texts of at most 200 characters)."""
+    with TestClient(create_app(guardtune.load(dual_run[1]), ServeSettings(max_new_tokens=2, max_chars=200))) as client:
+        yield client

@@ -115,10 +115,13 @@ def confident(scores: Scores, band: dict[str, Band], tasks: Sequence[str]) -> np
     sure = np.ones(len(scores), dtype=bool)
     for task in tasks:
         if task in band:
-            p = scores[task]
-            low, high = band[task]
-            sure &= np.isnan(p) | (p < low) | (p > high)
+            sure &= outside(scores[task], *band[task])
     return sure
+
+
+def outside(p: np.ndarray, low: float, high: float) -> np.ndarray:
+    """Probabilities outside the band [low, high] (NaN, an output that does not apply, counts as outside)."""
+    return np.isnan(p) | (p < low) | (p > high)
 
 
 _LOADING: set[Path] = set()  # cascades being loaded (a stage leading back to one would never end)
@@ -168,7 +171,8 @@ def fit(stages: Sequence[Guard], examples: Sequence[Example], rule: str = "quali
     (the same quantiles for every non-final stage). `shape` "low" (default): bands [q, 1], a stage only clears
     what it is sure is safe and passes on everything else (one number fitted per stage: robust on small
     validation sets, and the right shape when harmful examples are rare); "two-sided": any [q_lo, q_hi], so a
-    stage also decides what it is sure is harmful (more fitted freedom: it needs more validation data). `costs`: ms per example of each stage (measured by `measure_costs` when None).
+    stage also decides what it is sure is harmful (more fitted freedom: it needs more validation data).
+    `costs`: ms per example of each stage (measured by `measure_costs` when None).
     rule rate: target = the share of examples the first stage escalates; quality: the least cost whose `metric`
     on the examples is within `tolerance` of the last stage's alone; budget: target = ms per example, the best
     quality within it."""
@@ -209,7 +213,7 @@ def fit(stages: Sequence[Guard], examples: Sequence[Example], rule: str = "quali
             else:
                 low, high = float(quantiles[i][lo]), 1.0 if hi is None else float(quantiles[i][hi])
                 bands.append({task: (low, high)})
-                sure = pending & ((probs[i] < low) | (probs[i] > high))
+                sure = pending & outside(probs[i], low, high)
             final[sure] = probs[i][sure]
             pending &= ~sure
         quality = metrics.binary(y, final, stages[-1].thresholds[task])
@@ -218,8 +222,6 @@ def fit(stages: Sequence[Guard], examples: Sequence[Example], rule: str = "quali
                 "escalated": reached[1] / len(y), "reached": reached, "cost_ms": cost,
                 "auprc": quality["auprc"], "f1": quality["f1"], "bands": bands}
 
-    # every band [low, high] between two quantiles of the stage's own probabilities: low and high apart, since
-    # with rare positives the uncertain region is rarely centred on the threshold
     bands_tried = [(lo, None) for lo in range(steps)] if shape == "low" else \
         [(lo, hi) for lo in range(steps) for hi in range(lo, steps)]
     curve = sorted([run(None, None)] + [run(lo, hi) for lo, hi in bands_tried],

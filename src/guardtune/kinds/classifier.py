@@ -104,27 +104,29 @@ def build(cfg: Any, labels: LabelSpace, backbone: Any) -> Any:
 
 
 def encode(cfg: Any, labels: LabelSpace, tokenizer: Any, data: dict) -> tuple[Any, Any, Any]:
-    from guardtune.encoding import tokenize
+    from guardtune.encoding import tokenize_with_offsets
 
-    cfg, train, validation = encode_targets(cfg, labels, data,
-                                            lambda examples: tokenize(examples, tokenizer, cfg.model.max_length))
+    offsets: list[list] = []  # per split, in the order encode_targets tokenises them (train, then validation)
+
+    def ids_of(examples: Sequence[Example]) -> list[list[int]]:
+        ids, where = tokenize_with_offsets(examples, tokenizer, cfg.model.max_length, offsets=cfg.model.span_head)
+        offsets.append(where)
+        return ids
+
+    cfg, train, validation = encode_targets(cfg, labels, data, ids_of)
     if cfg.model.span_head:
-        for encoded in (train, validation):
-            if encoded is not None:
-                add_span_labels(encoded, tokenizer, cfg.model.max_length)
+        for encoded, where in zip((e for e in (train, validation) if e is not None), offsets):
+            add_span_labels(encoded, where)
         if not any(m.any() for m in train.span_mask):
             raise ValueError("model.span_head is on but no training example has span rationales (e.g. toxic_spans)")
     return cfg, train, validation
 
 
-def add_span_labels(encoded: Any, tokenizer: Any, max_length: int) -> None:
-    """Token targets and masks from each example's character-span rationale (an example without spans, or with a
-    free-text rationale, is masked out of the span loss)."""
-    from guardtune.encoding import tokenize_with_offsets
+def add_span_labels(encoded: Any, offsets: Sequence[Sequence[Any]]) -> None:
+    """Token targets and masks from each example's character-span rationale, given each token's offsets in the
+    prompt (an example without spans, or with a free-text rationale, is masked out of the span loss)."""
     from guardtune.spans import token_labels
 
-    ids, offsets = tokenize_with_offsets(encoded.examples, tokenizer, max_length)
-    assert ids == encoded.input_ids, "offsets must come from the same tokenisation"
     labels = [token_labels(where, ex.rationale if isinstance(ex.rationale, tuple) else None, ex.prompt)
               for where, ex in zip(offsets, encoded.examples)]
     encoded.span_targets = [t for t, _ in labels]
