@@ -132,8 +132,9 @@ def test_shipped_studies_load_and_every_arm_builds_its_tiny_equivalent(path, tin
         DataSpec.parse(spec)
     for arm in study.arms:
         run = study.run("", arm, study.candidates[0][0], study.seeds[0])
-        steps = run.config["training"]["max_steps"]
-        assert steps == study.train["training"]["max_steps"]  # matched steps
+        for key in ("max_steps", "epochs"):  # matched schedules
+            assert run.config["training"].get(key) == study.train["training"].get(key)
+        steps = run.config["training"].get("max_steps") or 100
         cfg = config.from_dict({**run.config, "output_dir": ".", "model": {
             **run.config["model"], "name": str(tiny(family_of(run.config["model"]["name"])))}})
         model = build_model(cfg, LabelSpace(("prompt_harmful",), ("S1",)), methods.Context(total_steps=steps))
@@ -210,3 +211,63 @@ def test_killed_study_resumes_losing_only_the_run_in_progress(tmp_path, tiny):
     assert (run_dir(study, runs[0]) / "result.json").stat().st_mtime_ns == first  # not redone
     assert [r["status"] for r in results["runs"]] == ["ok", "ok", "ok"]
     assert json.loads((study.output_dir / "results.json").read_text())["costs"]["lora"]["seeds_ok"] == 3
+
+
+# ---- a cascade as an arm --------------------------------------------------------------------------------------
+
+def test_a_cascade_is_an_arm_of_the_study(tmp_path, tiny):
+    """"Cascade vs big guard alone" is one study file: the cascade's stages are the study's own trained arm (at
+    its chosen candidate and the same seed) and a TF-IDF baseline trained on the same data; it is tested on the
+    same rows, against the reference, and the report says who decided."""
+    import guardtune
+    from guardtune.study.runner import cascade_runs
+
+    path = write_study(tmp_path, tiny("bert"), arms={
+        "lora": {"method.name": "lora", "method.r": 4},
+        "cascade": {"cascade": {"stages": ["tfidf", "lora"], "rule": "rate", "target": 0.5}}})
+    study = load_study(path)
+    assert study.arm_names == ["lora", "cascade"] and study.total_runs == (2 + 1) + 2
+    assert cascade_runs(study) == ([], ["cascade/seed=0: stage lora has no finished run",
+                                        "cascade/seed=1: stage lora has no finished run"])
+    run_study(study, workers=1, show_progress=False)
+    results = write_report(study)
+    assert not results["failures"]
+    runs, waiting = cascade_runs(study)
+    assert len(runs) == 2 and not waiting
+    chosen = selection(study)[("", "lora")][0]
+    for run in runs:  # each seed's cascade is built on that seed's trained stage, at the chosen candidate
+        stage = run_dir(study, study.run("", "lora", chosen, run.seed)) / "guard"
+        assert run.config["cascade"]["stages"] == ["tfidf", str(stage.resolve())]
+        cascade = guardtune.load(run_dir(study, run) / "guard")
+        assert type(cascade).__name__ == "Cascade" and len(cascade.bands) == 1
+        result = read_result(study, run)
+        decided = result["tests"]["all"]["decided"]
+        assert sum(decided) == result["tests"]["all"]["n"] and 0 < decided[0] < sum(decided)
+        # the study's arrays are the loaded cascade's own scores on the test rows
+        test = load_any(study.test["all"]).examples
+        with np.load(run_dir(study, run) / "arrays.npz") as arrays:
+            assert np.allclose(arrays["all|prompt_harmful|p"], cascade.score(test)["prompt_harmful"], atol=1e-6)
+    rows = {(r["arm"], r["dataset"]): r for r in results["rows"]
+            if (r["output"], r["metric"]) == ("prompt_harmful", "auprc")}
+    assert rows[("cascade", "all")]["seeds"] == 2 and "difference" in rows[("cascade", "all")]
+    assert set(results["costs"]["cascade"]["decided"]) == {"all", "sample"}
+    report = (study.output_dir / "report.md").read_text()
+    assert "Cascade cascade: tfidf -> lora, rule rate (target 0.5)" in report and "who decided" in report
+
+    # run again: nothing is redone
+    stamps = {p: p.stat().st_mtime_ns for p in (study.output_dir / "runs").glob("*/result.json")}
+    run_study(study, workers=1, show_progress=False)
+    assert {p: p.stat().st_mtime_ns for p in (study.output_dir / "runs").glob("*/result.json")} == stamps
+
+
+@pytest.mark.parametrize("cascade, message", [
+    ({"stages": ["lora"]}, "two or more"),
+    ({"stages": ["tfidf", "nowhere"]}, "neither a trained arm"),
+    ({"stages": ["tfidf", "lora"], "rule": "rate"}, "numeric target"),
+    ({"stages": ["tfidf", "lora"], "colour": 1}, "colour"),
+    ({"stages": ["tfidf", "lora"], "costs": [1.0]}, "one number"),
+])
+def test_bad_cascade_arms_fail_before_anything_runs(tmp_path, cascade, message):
+    arms = {"lora": {"method.name": "lora", "method.r": 4}, "c": {"cascade": cascade}}
+    with pytest.raises((ValueError, KeyError), match=message):
+        load_study(write_study(tmp_path, tmp_path / "model", arms=arms))

@@ -10,11 +10,16 @@ Each run is a worker process; a finished run is never redone, a failed one is re
 with --retry-failed), and a killed study resumes where it stopped (the runs in progress from their last
 checkpoint). Results: OUTPUT_DIR/results.csv, results.json, report.md, plots/; each run in OUTPUT_DIR/runs/.
 
+An arm may be a confidence cascade of other arms (`{cascade: {stages: [tfidf, big], rule: rate, target:
+0.3}}`): it trains nothing, is fitted on the big arm's validation data at each seed, and is tested on the same
+rows, so "cascade vs big guard alone" is one study (configs/study/cascade-vs-minilm.yaml).
+
 examples:
   guardtune study configs/study/peft-methods.yaml                 (about 45 minutes on 2 CPU cores)
   guardtune study configs/study/peft-methods.yaml --dry-run       (the runs it would make)
   guardtune study configs/study/layers-and-ranks.yaml --workers 2 --devices cuda:0,cuda:1
   guardtune study configs/study/peft-methods.yaml --report-only   (rewrite the report from finished runs)
+  guardtune study configs/study/cascade-vs-minilm.yaml            (a cascade against its big stage alone)
 """
 
 from __future__ import annotations
@@ -54,6 +59,9 @@ def run(args: argparse.Namespace) -> int:
         out.print(table(f"{study.name}: {len(runs)} search runs first, {study.total_runs} in all "
                         f"(the chosen candidates' other seeds follow)", ["run", "status"],
                         [(r.key, status(r)) for r in runs]))
+        if study.cascades:
+            out.print(f"then {len(study.cascades) * len(study.cells) * len(study.seeds)} cascade runs "
+                      f"({', '.join(study.cascades)}: fitted, not trained) once their stages have finished")
         return 0
     if not args.report_only:
         run_study(study, args.workers, devices, args.retry_failed, show_progress=not args.quiet)

@@ -67,7 +67,10 @@ def setup(study: Study, results: dict[str, Any]) -> list[str]:
         f"- Schedule (every arm): {t.get('max_steps') or str(t.get('epochs')) + ' epochs'} steps"
         f" x batch {t.get('batch_size')}" + (f", accumulation {t['grad_accum']}" if t.get("grad_accum", 1) > 1 else "")
         + f", scheduler {t.get('scheduler', 'linear')}, warmup {t.get('warmup_ratio', 'default')}.",
-        f"- Arms: {', '.join(study.arms)}; reference: **{study.reference}**.",
+        f"- Arms: {', '.join(study.arm_names)}; reference: **{study.reference}**."
+        + "".join(f" Cascade {n}: {' -> '.join(Path(x).name for x in c['stages'])}, rule {c.get('rule', 'quality')}"
+                  + (f" (target {c['target']})" if c.get("target") is not None else "") + "."
+                  for n, c in study.cascades.items()),
         f"- Search (per arm, on validation `{study.select}`, seed {study.seeds[0]}): {search}.",
         f"- Seeds: {study.seeds}. Thresholds: {'max-F1 on each run' + chr(39) + 's validation data' if study.threshold == 'validation' else study.threshold}.",
         "- Test sets (every run scores the same rows): "
@@ -122,10 +125,27 @@ def cost_table(results: dict[str, Any], cell: str) -> list[str]:
             continue
         params = f"{c['trainable_params']:,}" if c["trainable_params"] is not None else "-"
         share = f"{c['trainable_pct']:.2f}" if c["trainable_pct"] is not None else "-"
+        rate = f"{c['train_examples_per_s']:.1f}" if c.get("train_examples_per_s") is not None else "-"
         lines.append(f"| {key.rsplit('/', 1)[-1]} | {params} | {share} | "
-                     f"{c['train_seconds']:.0f} | {c['train_examples_per_s']:.1f} | {c['peak_memory_mb']:.0f} | "
+                     f"{c['train_seconds']:.0f} | {rate} | {c['peak_memory_mb']:.0f} | "
                      f"{c['inference_ms_per_example']:.2f} | {c['seeds_ok']} |")
-    return lines + [""]
+    return lines + [""] + cascade_table(results, cell)
+
+
+def cascade_table(results: dict[str, Any], cell: str) -> list[str]:
+    """Per cascade arm and test set: the share of rows each stage decided (mean over seeds)."""
+    entries = [(key, c["decided"]) for key, c in results["costs"].items()
+               if c.get("decided") and (key.rsplit("/", 1)[0] if "/" in key else "") == cell]
+    if not entries:
+        return []
+    lines = ["## Cascades: who decided (share of test rows, mean over seeds)", "",
+             "| arm | test set | " + " | ".join(f"stage {i}" for i in range(max(len(v) for _, d in entries
+                                                                               for v in d.values()))) + " |",
+             "|---|---|" + "---|" * max(len(v) for _, d in entries for v in d.values())]
+    for key, decided in entries:
+        for dataset, shares in decided.items():
+            lines.append(f"| {key.rsplit('/', 1)[-1]} | {dataset} | " + " | ".join(f"{x:.1%}" for x in shares) + " |")
+    return lines + ["", "Stage 0 is the first (cheapest) stage; everything after it was escalated.", ""]
 
 
 def quality_tables(results: dict[str, Any], cell: str) -> list[str]:

@@ -16,19 +16,22 @@ import numpy as np
 
 from guardtune.metrics import percentile_interval, resample_weights
 from guardtune.study import stats
-from guardtune.study.runner import ARRAYS, read_result, run_dir, selection, write_json
+from guardtune.study.runner import ARRAYS, cascade_runs, read_result, run_dir, selection, write_json
 from guardtune.study.markdown import HEADLINES, MEAN, PER_ROW, QUALITY, headline, label, render
-from guardtune.study.spec import Study
+from guardtune.study.spec import Run, Study
 
 class Arm:
     """One arm in one cell at its chosen candidate: its finished seeds' results and arrays."""
 
-    def __init__(self, study: Study, cell: str, name: str, candidate: str | None, search: dict[str, Any]):
+    def __init__(self, study: Study, cell: str, name: str, candidate: str | None, search: dict[str, Any],
+                 runs: list[Run] | None = None):
+        """`runs`: the arm's runs (default: its chosen candidate at every seed; a cascade arm gives its own)."""
         self.cell, self.name, self.candidate, self.search = cell, name, candidate, search
         self.results: list[dict[str, Any]] = []
         self.arrays: list[dict[str, np.ndarray]] = []
-        for seed in study.seeds if candidate is not None else []:
-            run = study.run(cell, name, candidate, seed)
+        if runs is None:
+            runs = [study.run(cell, name, candidate, seed) for seed in study.seeds] if candidate is not None else []
+        for run in runs:
             result = read_result(study, run)
             if result and result.get("status") == "ok":
                 with np.load(run_dir(study, run) / ARRAYS) as data:
@@ -58,11 +61,25 @@ class Arm:
         if not r:
             return {}
         trainable, total = r[0].get("trainable_params"), r[0].get("params")
-        avg = lambda key: float(np.mean([x[key] for x in r if x.get(key) is not None]))  # noqa: E731
+        def avg(key: str) -> float | None:
+            known = [x[key] for x in r if x.get(key) is not None]
+            return float(np.mean(known)) if known else None
+
         return {"trainable_params": trainable, "trainable_pct": 100 * trainable / total if trainable and total else None,
                 "train_seconds": avg("train_seconds"), "train_examples_per_s": avg("train_examples_per_s"),
                 "peak_memory_mb": float(max(x["peak_memory_mb"] for x in r)),
-                "inference_ms_per_example": avg("inference_ms_per_example"), "seeds_ok": len(r)}
+                "inference_ms_per_example": avg("inference_ms_per_example"), "seeds_ok": len(r),
+                **({"decided": self.decided()} if any("decided" in t for x in r for t in x["tests"].values()) else {})}
+
+    def decided(self) -> dict[str, list[float]]:
+        """A cascade arm's share of each test set's rows decided by each stage, mean over seeds."""
+        out: dict[str, list[float]] = {}
+        for name in self.results[0]["tests"]:
+            shares = [np.array(x["tests"][name]["decided"]) / max(x["tests"][name]["n"], 1) for x in self.results
+                      if "decided" in x["tests"].get(name, {})]
+            if shares:
+                out[name] = np.mean(shares, axis=0).tolist()
+        return out
 
 
 def datasets(study: Study, arms: list[Arm]) -> dict[str, int]:
@@ -158,9 +175,14 @@ def collect(study: Study) -> dict[str, Any]:
     cells: dict[str, list[Arm]] = {}
     for (cell, name), (candidate, search) in chosen.items():
         cells.setdefault(cell, []).append(Arm(study, cell, name, candidate, search))
+    cascades, _ = cascade_runs(study)
+    for cell, _ in study.cells:
+        for name in study.cascades:
+            mine = [r for r in cascades if (r.cell, r.arm) == (cell, name)]
+            cells.setdefault(cell, []).append(Arm(study, cell, name, "", {}, mine))
     failures, runs = [], []
     for run in study.search_runs() + [r for (c, a), (cand, _) in chosen.items() if cand is not None
-                                      for r in study.seed_runs(c, a, cand)]:
+                                      for r in study.seed_runs(c, a, cand)] + cascades:
         result = read_result(study, run)
         if result is None:
             continue

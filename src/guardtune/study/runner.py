@@ -153,6 +153,37 @@ def second_stage(study: Study) -> list[Run]:
             for r in study.seed_runs(cell, arm, cand)]
 
 
+def cascade_runs(study: Study) -> tuple[list[Run], list[str]]:
+    """The cascade arms' runs whose trained stages have all finished (each at its chosen candidate and the same
+    seed), and why the others cannot run yet."""
+    from guardtune.study.spec import TFIDF_STAGE
+
+    chosen = selection(study)
+    runs, waiting = [], []
+    for cell, _ in study.cells:
+        for name, spec in study.cascades.items():
+            for seed in study.seeds:
+                stages, train, missing = [], None, None
+                for stage in spec["stages"]:
+                    if stage not in study.arms:
+                        stages.append(stage if stage == TFIDF_STAGE else str(Path(stage).resolve()))
+                        continue
+                    candidate = chosen[(cell, stage)][0]
+                    run = study.run(cell, stage, candidate, seed) if candidate is not None else None
+                    result = read_result(study, run) if run is not None else None
+                    if not result or result.get("status") != "ok":
+                        missing = stage
+                        break
+                    stages.append(str((run_dir(study, run) / "guard").resolve()))
+                    train = run.config
+                if missing is None:
+                    runs.append(study.cascade_run(cell, name, seed, stages, train))
+                else:
+                    waiting.append(f"{'/'.join(p for p in (cell, name) if p)}/seed={seed}: stage {missing} has no "
+                                   "finished run")
+    return runs, waiting
+
+
 def pending_runs(study: Study, runs: list[Run], retry_failed: bool) -> list[Run]:
     out = []
     for run in runs:
@@ -183,7 +214,8 @@ def run_study(study: Study, workers: int = 1, devices: list[str] | None = None, 
             if result.get("status") == "ok":
                 figure = (result.get("best") or {}).get(study.select)
                 shown = f"{study.select} {figure:.4f}" if isinstance(figure, float) else ""
-                out.print(f"[green]done[/green] {run.key}  {result['train_seconds']:.0f}s training  {shown}")
+                what = "fitting" if "cascade" in run.config else "training"
+                out.print(f"[green]done[/green] {run.key}  {result['train_seconds']:.0f}s {what}  {shown}")
             else:
                 out.print(f"[red]failed[/red] {run.key}: {result.get('error')}")
 
@@ -192,4 +224,8 @@ def run_study(study: Study, workers: int = 1, devices: list[str] | None = None, 
         pool = Pool(study, workers, devices, on_done)
         pool.run(todo)
         pool.run(pending_runs(study, second_stage(study), retry_failed))
+        cascades, waiting = cascade_runs(study)
+        pool.run(pending_runs(study, cascades, retry_failed))
+        for line in waiting:
+            out.print(f"[yellow]not run[/yellow] cascade {line}")
         bar.close()

@@ -6,6 +6,7 @@
     arms:                         # the settings compared: name -> overrides (nested or dotted keys)
       full: {method: {name: full}}
       lora: {method.name: lora, method.r: 16}
+      cascade: {cascade: {stages: [tfidf, lora], rule: rate, target: 0.3}}   # a cascade of other arms (below)
     reference: lora               # every arm is tested against this one, on the same rows
     search: {training.lr: [5.0e-5, 2.0e-4, 1.0e-3]}   # the same candidates for every arm, chosen on validation
     select: val_auprc             # the validation figure (at the best step) that picks the candidate
@@ -14,6 +15,11 @@
     test: {toxicchat: toxicchat_human:test, cold: {name: cold:test, sample: 500, seed: 0}}
     threshold: validation         # F1 at each run's validation max-F1 threshold, or a number (0.5)
     detox: {style_guard: runs/detox/style-guard}   # rewriter arms: the STA guard (and similarity_model) for J
+
+A cascade arm trains nothing: its stages are other arms of the study (each at its chosen candidate and the
+same seed), `tfidf` (a TF-IDF baseline trained on the study's training data) or a guard directory; its bands
+are fitted on the last trained stage's validation data (`guardtune.cascade.fit`: rule, target, metric,
+tolerance, shape, costs), and it is tested on the same rows as every arm.
 
 Search runs use the first seed; the winning candidate then runs with the other seeds. Every run of a study is
 scored on exactly the rows of `test`. A run's directory is named by its settings and a hash of its whole
@@ -37,6 +43,8 @@ from guardtune.report import slug
 KEYS = {"name", "output_dir", "train", "arms", "reference", "search", "select", "seeds", "grid", "test",
         "threshold", "bootstrap", "description", "detox"}
 DETOX_KEYS = {"style_guard", "similarity_model"}
+CASCADE_KEYS = {"stages", "rule", "target", "metric", "tolerance", "shape", "costs"}
+TFIDF_STAGE = "tfidf"  # a cascade stage trained by the cascade's own run: TF-IDF on the study's training data
 
 
 def nested(overrides: dict[str, Any]) -> dict[str, Any]:
@@ -106,7 +114,13 @@ class Study:
     bootstrap: int = 1000
     description: str = ""
     detox: dict[str, Any] = field(default_factory=dict)  # rewriter arms: style_guard (STA), similarity_model (SIM)
+    cascades: dict[str, dict[str, Any]] = field(default_factory=dict)  # cascade arms: name -> the cascade's settings
     source: Path | None = None
+
+    @property
+    def arm_names(self) -> list[str]:
+        """Every arm: the trained ones, then the cascades."""
+        return [*self.arms, *self.cascades]
 
     @property
     def cells(self) -> list[tuple[str, dict[str, Any]]]:
@@ -142,7 +156,12 @@ class Study:
     @property
     def total_runs(self) -> int:
         per_arm = len(self.seeds) if len(self.candidates) == 1 else len(self.candidates) + len(self.seeds) - 1
-        return len(self.cells) * len(self.arms) * per_arm
+        return len(self.cells) * (len(self.arms) * per_arm + len(self.cascades) * len(self.seeds))
+
+    def cascade_run(self, cell: str, name: str, seed: int, stages: list[str], train: dict[str, Any]) -> Run:
+        """A cascade arm's run at one seed: its settings, its stages' guard directories (or `tfidf`) and the
+        train config of its last trained stage (whose validation data fits the bands)."""
+        return Run(cell, name, "", seed, {"cascade": {**self.cascades[name], "stages": stages}, "train": train})
 
 
 def _detox(value: Any, path: Path) -> dict[str, Any]:
@@ -159,6 +178,43 @@ def _detox(value: Any, path: Path) -> dict[str, Any]:
     return out
 
 
+def _cascade(name: str, arm: dict[str, Any], arms: dict[str, Any], path: Path) -> dict[str, Any]:
+    """A cascade arm's settings, checked: stages are trained arms, `tfidf` or guard directories (read from the
+    study file's folder when relative), two or more, at least one of them a trained arm."""
+    from guardtune.cascade import RULES, SHAPES
+
+    where = f"{path}: arm {name}"
+    if set(arm) != {"cascade"} or not isinstance(arm["cascade"], dict):
+        raise ValueError(f"{where}: a cascade arm is {{cascade: {{stages: [...], rule: ...}}}} and nothing else")
+    spec = dict(arm["cascade"])
+    check_keys(spec, CASCADE_KEYS, f"{where}: cascade")
+    stages = spec.get("stages")
+    if not isinstance(stages, list) or len(stages) < 2 or not all(isinstance(s, str) and s for s in stages):
+        raise ValueError(f"{where}: cascade.stages is a list of two or more arms (cheapest first), `tfidf` or "
+                         "guard directories")
+    resolved = []
+    for stage in stages:
+        if stage in arms or stage == TFIDF_STAGE:
+            resolved.append(stage)
+        elif (Path(path).parent / stage).is_dir() or Path(stage).is_dir():
+            resolved.append(str((Path(path).parent / stage) if (Path(path).parent / stage).is_dir() else Path(stage)))
+        else:
+            raise ValueError(f"{where}: stage {stage!r} is neither a trained arm ({', '.join(arms)}), `tfidf`, nor a "
+                             "guard directory")
+    if not any(s in arms for s in resolved):
+        raise ValueError(f"{where}: at least one stage must be a trained arm of the study (its validation data fits "
+                         "the bands)")
+    if spec.get("rule", "quality") not in RULES or spec.get("shape", "low") not in SHAPES:
+        raise ValueError(f"{where}: rule is one of {', '.join(RULES)} and shape one of {', '.join(SHAPES)}")
+    if spec.get("rule") in ("rate", "budget") and not isinstance(spec.get("target"), (int, float)):
+        raise ValueError(f"{where}: rule {spec['rule']} needs a numeric target")
+    costs = spec.get("costs")
+    if costs is not None and (not isinstance(costs, list) or len(costs) != len(resolved)
+                              or not all(isinstance(c, (int, float)) for c in costs)):
+        raise ValueError(f"{where}: cascade.costs is one number (ms/example) per stage")
+    return {**spec, "stages": resolved}
+
+
 def load_study(path: str | Path, output_dir: str | None = None) -> Study:
     path = Path(path)
     data = config_mod.read_mapping(path, "study", "a study is a mapping (name, train, arms, test, ...); "
@@ -172,13 +228,17 @@ def load_study(path: str | Path, output_dir: str | None = None) -> Study:
         train = {"base": train}
     base = train.pop("base", None) if isinstance(train, dict) else None
     train = config_mod.merge(config_mod.read_yaml(path.parent / base), nested(train)) if base else nested(train)
-    arms = {str(name): dict(overrides or {}) for name, overrides in data["arms"].items()}
-    for name in arms:
+    every = {str(name): dict(overrides or {}) for name, overrides in data["arms"].items()}
+    for name in every:
         if not name or "/" in name:
             raise ValueError(f"{path}: arm name {name!r} must be non-empty and without '/'")
-    reference = str(data.get("reference") or next(iter(arms)))
-    if reference not in arms:
-        raise ValueError(f"{path}: reference {reference!r} is not an arm (arms: {', '.join(arms)})")
+    arms = {name: o for name, o in every.items() if "cascade" not in o}
+    cascades = {name: _cascade(name, o, arms, path) for name, o in every.items() if "cascade" in o}
+    if not arms:
+        raise ValueError(f"{path}: a study needs at least one trained arm (a cascade's stages are other arms)")
+    reference = str(data.get("reference") or next(iter(every)))
+    if reference not in every:
+        raise ValueError(f"{path}: reference {reference!r} is not an arm (arms: {', '.join(every)})")
     seeds = [int(s) for s in (data.get("seeds") or [0])]
     if len(set(seeds)) != len(seeds):
         raise ValueError(f"{path}: seeds repeat: {seeds}")
@@ -194,7 +254,7 @@ def load_study(path: str | Path, output_dir: str | None = None) -> Study:
                   train=train, arms=arms, reference=reference, test=dict(data["test"]),
                   search=dict(data.get("search") or {}), select=str(data.get("select", "val_auprc")), seeds=seeds,
                   grid=dict(data.get("grid") or {}), threshold=threshold, bootstrap=int(data.get("bootstrap", 1000)),
-                  detox=_detox(data.get("detox"), path),
+                  detox=_detox(data.get("detox"), path), cascades=cascades,
                   description=str(data.get("description") or ""), source=path)
     for cell, _ in study.cells:  # every run's config must be valid before anything starts
         for arm in arms:

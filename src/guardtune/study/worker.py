@@ -61,7 +61,20 @@ def train_guard(cfg: Any, guard_dir: Path) -> tuple[Guard, dict[str, Any]]:
     return guardtune.load(guard_dir), json.loads(figures_path.read_text(encoding="utf-8"))
 
 
-def thresholds_for(guard: Guard, cfg: Any, run_dir: Path, setting: Any) -> dict[str, float]:
+def validation_of(cfg: Any, run_dir: Path) -> list[Any]:
+    """The train config's validation examples (a holdout is carved out of the training data, which must then be
+    read again; otherwise only the validation data is read)."""
+    from guardtune.data import load_any
+    from guardtune.train import read_data
+
+    if cfg.data.validation is None:
+        raise ValueError("threshold: validation needs validation data in the train config")
+    return (read_data(cfg, run_dir)["validation"] if cfg.data.validation == "holdout" else load_any(
+        cfg.data.validation, cfg.data.on_bad_row)).examples
+
+
+def thresholds_for(guard: Guard, cfg: Any, run_dir: Path, setting: Any, validation: list[Any] | None = None
+                   ) -> dict[str, float]:
     """Every output's threshold: a fixed number, or the max-F1 threshold on this run's validation data (a
     rewriter has none)."""
     if isinstance(guard, Rewriter):
@@ -69,16 +82,46 @@ def thresholds_for(guard: Guard, cfg: Any, run_dir: Path, setting: Any) -> dict[
     if setting != "validation":
         return {output: float(setting) for output in guard.labels.outputs}
     from guardtune.calibrate import calibrate
-    from guardtune.data import load_any
-    from guardtune.train import read_data
 
-    if cfg.data.validation is None:
-        raise ValueError("threshold: validation needs validation data in the train config")
-    # a holdout is carved out of the training data, which must then be read again; otherwise read only it
-    validation = read_data(cfg, run_dir)["validation"] if cfg.data.validation == "holdout" else load_any(
-        cfg.data.validation, cfg.data.on_bad_row)
-    chosen = calibrate(guard.score(validation.examples, show_progress=False), validation.examples, "max_f1")
+    validation = validation if validation is not None else validation_of(cfg, run_dir)
+    chosen = calibrate(guard.score(validation, show_progress=False), validation, "max_f1")
     return {output: chosen["thresholds"].get(output, 0.5) for output in guard.labels.outputs}
+
+
+def cascade_guard(run_dir: Path, spec: dict[str, Any]) -> tuple[Any, Any, list[Any], dict[str, Any]]:
+    """A cascade arm's guard: its stages loaded (a `tfidf` stage trained here on the last trained stage's
+    training data), its bands fitted on that stage's validation data, saved in RUN_DIR/guard."""
+    import guardtune
+    from guardtune import config
+    from guardtune.baselines import TfidfGuard
+    from guardtune.cascade import Cascade, fit
+    from guardtune.study.spec import TFIDF_STAGE
+    from guardtune.train import peak_memory_mb, read_data
+
+    settings = spec["config"]["cascade"]
+    cfg = config.from_dict({**spec["config"]["train"], "output_dir": str(run_dir / "data")}, f"{run_dir / SPEC}")
+    start = time.perf_counter()
+    data = read_data(cfg, run_dir)
+    validation = data["validation"].examples if data["validation"] is not None else validation_of(cfg, run_dir)
+    stages, paths = [], []
+    for stage in settings["stages"]:
+        if stage == TFIDF_STAGE:
+            path = run_dir / TFIDF_STAGE
+            if not (path / "guard.json").exists():
+                TfidfGuard(name=TFIDF_STAGE).fit(data["train"].examples).save(path)
+            stage = str(path)
+        stages.append(guardtune.load(stage))
+        paths.append(stage)
+    fitted = fit(stages, validation, settings.get("rule", "quality"), settings.get("target"), settings.get("costs"),
+                 settings.get("metric", "auprc"), float(settings.get("tolerance", 0.005)),
+                 shape=settings.get("shape", "low"))
+    cascade = Cascade(stages, fitted.bands, name=spec["key"], info=fitted.chosen)
+    cascade.save(run_dir / "guard", paths)
+    seconds = time.perf_counter() - start
+    figures = {"steps": 0, "best": {}, "train_examples": len(data["train"].examples), "train_seconds": seconds,
+               "train_examples_per_s": None, "peak_memory_mb": peak_memory_mb(), "trainable_params": None,
+               "params": None, "resumed": False, "bands": fitted.chosen}
+    return cascade, cfg, validation, figures
 
 
 def rewrite_tests(rewriter: Any, tests: dict[str, Any], settings: dict[str, Any]) -> tuple[dict, dict, float]:
@@ -131,6 +174,8 @@ def score_tests(guard: Guard, tests: dict[str, Any], thresholds: dict[str, float
                 arrays[f"{name}|{task}|y"] = y.astype(np.int8)
                 arrays[f"{name}|{task}|p"] = p.astype(np.float32)
                 arrays[f"{name}|{task}|t"] = np.array([thresholds[task]])
+        if hasattr(guard, "decided"):  # a cascade: how many rows each stage decided
+            summary[name]["decided"] = np.bincount(guard.decided, minlength=len(guard.stages)).tolist()
         for field in CATEGORY_FIELDS:
             index, true, probs, codes = labelled_sets(examples, scores, field)
             if index:
@@ -155,6 +200,14 @@ def execute(run_dir: Path, spec: dict[str, Any]) -> dict[str, Any]:
     if spec.get("threads"):
         torch.set_num_threads(int(spec["threads"]))
     guard_dir = run_dir / "guard"
+    if "cascade" in spec["config"]:
+        guard, cfg, validation, figures = cascade_guard(run_dir, spec)
+        thresholds = thresholds_for(guard, cfg, guard_dir, spec.get("threshold", 0.5), validation)
+        arrays, tests, ms = score_tests(guard, spec["test"], thresholds)
+        np.savez_compressed(run_dir / ARRAYS, **arrays)
+        last = guard.stages[-1]
+        device = str(next(last.model.parameters()).device) if hasattr(last, "model") else "cpu"
+        return {**figures, "inference_ms_per_example": ms, "tests": tests, "thresholds": thresholds, "device": device}
     cfg = config.from_dict({**spec["config"], "output_dir": str(guard_dir)}, f"{run_dir / SPEC}")
     guard, figures = train_guard(cfg, guard_dir)
     thresholds = thresholds_for(guard, cfg, guard_dir, spec.get("threshold", 0.5))
