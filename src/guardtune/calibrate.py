@@ -6,7 +6,8 @@ Strategies per output (each task, each category): `max_f1` (the threshold with t
 `fpr` (the most recall whose false-positive rate stays at or under --target), `recall` (the highest threshold
 that still catches --target of the positives). Temperature scaling (one temperature per output, fitted by
 log-loss) makes probabilities honest without changing their order. `thresholds.json` then serves eval,
-moderate and serve. Calibrating on a test split is allowed but warned about: the test numbers stop being a
+moderate and serve. `--per language` also fits a threshold per language (with enough of its rows; the global
+one otherwise), applied to each request's language, given or detected. Calibrating on a test split is allowed but warned about: the test numbers stop being a
 test.
 """
 
@@ -108,3 +109,30 @@ def calibrate(raw: Scores, examples: list, strategy: str = "max_f1", target: flo
                             "at_threshold": {k: binary(y, q, thresholds[output])[k] for k in ("f1", "recall", "fpr")}}
     return {"strategy": strategy, "target": target, "thresholds": thresholds, "temperature": temperatures,
             "evidence": evidence}
+
+
+MIN_PER_CLASS = 30  # a language gets its own threshold only with at least this many harmful and benign rows
+
+
+def calibrate_per_language(scores: Scores, examples: list, strategy: str = "max_f1", target: float | None = None,
+                           min_count: int = MIN_PER_CLASS) -> dict[str, Any]:
+    """A threshold per task for each language with at least `min_count` positive and `min_count` negative rows
+    (the others fall back to the global threshold), chosen by the same strategy on that language's rows alone.
+    `scores` are the ones the thresholds apply to (after any temperature). Returns {"per_language": {language:
+    {task: threshold}}, "evidence": {language: {task: {n, positives, threshold or None, own}}}}."""
+    per: dict[str, dict[str, float]] = {}
+    evidence: dict[str, dict[str, Any]] = {}
+    languages = sorted({ex.language for ex in examples if ex.language})
+    for language in languages:
+        rows = [i for i, ex in enumerate(examples) if ex.language == language]
+        found = calibrate(Scores(scores.labels, scores.probs[rows]), [examples[i] for i in rows], strategy, target)
+        evidence[language] = {}
+        for task in scores.labels.tasks:
+            e = found["evidence"].get(task)
+            n, positives = (e["n"], e["positives"]) if e else (0, 0)
+            own = e is not None and positives >= min_count and n - positives >= min_count
+            evidence[language][task] = {"n": n, "positives": positives, "own": own,
+                                        "threshold": found["thresholds"][task] if own else None}
+            if own:
+                per.setdefault(language, {})[task] = found["thresholds"][task]
+    return {"per_language": per, "evidence": evidence, "min_count": min_count}

@@ -27,6 +27,7 @@ class ModelConfig:
                                # edit_tagger (detox: keep/delete/insert tags on an encoder) | dual_path (a
                                # chat LM that also guards: adapters + head on, chat exactly as before off)
     pooling: str | None = None  # classifier: last | mean | first; None: mean for encoders, else last
+    text_prefix: str | None = None  # classifier: put before every input; None: the backbone's own (e5: "query: ")
     max_length: int | None = None  # tokens; longer conversations are truncated (prompt and response both kept).
                                    # None: the kind's default (classifier 256, generative 1024: policy + answer, dual_path 512)
     dtype: str = "auto"  # auto (bfloat16 on a bf16-capable GPU, else float32) | float32 | bfloat16 | float16

@@ -14,32 +14,33 @@ import torch
 from guardtune.data.example import Example
 
 
-def template(example: Example) -> tuple[str, str | None]:
+def template(example: Example, prefix: str = "") -> tuple[str, str | None]:
     """The classifier's input: the prompt, and the response as a second segment when there is one. A tokenizer
     joins the two its own way (BERT: [SEP]); truncation shortens the longer segment first, so a long prompt
-    cannot push the response out of the window."""
-    prompt = f"{PROMPT_PREFIX}{example.prompt}"
+    cannot push the response out of the window. `prefix`: the backbone's own text prefix (e5: "query: "),
+    before everything (`backbone.text_prefix`)."""
+    prompt = f"{prefix}{PROMPT_PREFIX}{example.prompt}"
     return prompt, (f"Assistant: {example.response}" if example.response is not None else None)
 
 
 PROMPT_PREFIX = "User: "
 
 
-def tokenize(examples: Sequence[Example], tokenizer, max_length: int) -> list[list[int]]:
+def tokenize(examples: Sequence[Example], tokenizer, max_length: int, prefix: str = "") -> list[list[int]]:
     """Token ids for each example, unpadded, in order."""
-    return tokenize_with_offsets(examples, tokenizer, max_length, offsets=False)[0]
+    return tokenize_with_offsets(examples, tokenizer, max_length, offsets=False, prefix=prefix)[0]
 
 
-def tokenize_with_offsets(examples: Sequence[Example], tokenizer, max_length: int,
-                          offsets: bool = True) -> tuple[list[list[int]], list[list[tuple[int, int] | None]]]:
+def tokenize_with_offsets(examples: Sequence[Example], tokenizer, max_length: int, offsets: bool = True,
+                          prefix: str = "") -> tuple[list[list[int]], list[list[tuple[int, int] | None]]]:
     """(token ids, and with `offsets` each token's [start, end) characters in the example's prompt, None for a
     token outside it: special tokens, the template's prefix, the response). Ids are those `tokenize` gives."""
     ids: list[list[int] | None] = [None] * len(examples)
     where: list[list[tuple[int, int] | None]] = [[] for _ in examples]
-    pairs = [template(ex) for ex in examples]
+    pairs = [template(ex, prefix) for ex in examples]
     single = [i for i, (_, response) in enumerate(pairs) if response is None]
     double = [i for i, (_, response) in enumerate(pairs) if response is not None]
-    shift = len(PROMPT_PREFIX)
+    shift = len(prefix) + len(PROMPT_PREFIX)
     for index, second, truncation in ((single, False, True), (double, True, "longest_first")):
         if not index:
             continue

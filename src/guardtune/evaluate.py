@@ -50,7 +50,8 @@ def evaluate_set(guard: Guard, examples: Sequence[Example], n_boot: int = 1000, 
         entry["threshold"] = threshold
         entry["calibration"] = reliability(y, p)  # expected calibration error and the diagram's bins
         entry["ci95"] = metrics.bootstrap_binary(y, p, threshold, n_boot, seed) if n_boot else {}
-        entry["slices"] = slices([examples[i] for i in rows], y, p, threshold, task)
+        entry["slices"] = slices([examples[i] for i in rows], y, p, threshold, task, guard.thresholds,
+                                 min(n_boot, SLICE_DRAWS), seed)
         result["tasks"][task] = entry
         arrays[task] = TaskArrays(y, p, threshold, [examples[i].language for i in rows])
     for field_name in CATEGORY_FIELDS:
@@ -101,12 +102,29 @@ def evaluate_spans(guard: Guard, examples: Sequence[Example], n_boot: int = 1000
     return out
 
 
-def slices(examples: Sequence[Example], y: np.ndarray, p: np.ndarray, threshold: float, task: str) -> dict:
+SLICE_DRAWS = 500  # bootstrap draws per slice (each slice is smaller than the whole, and there are many)
+MIN_SLICE_CLASS = 30  # a slice with fewer harmful or benign rows is marked too small, not shown as AUPRC 1.000
+
+
+def slices(examples: Sequence[Example], y: np.ndarray, p: np.ndarray, threshold: float, task: str,
+           thresholds: Any = None, n_boot: int = 0, seed: int = 0) -> dict:
+    """Metrics per language and per source (and per category), with bootstrap intervals. A language slice is
+    judged at that language's own threshold when calibration gave it one (`calibrate --per language`). A
+    slice with fewer than MIN_SLICE_CLASS harmful or benign rows says so (`too_small`): its rank metrics would
+    rest on a handful of rows."""
     out: dict[str, dict[str, Any]] = {}
     for key in SLICES:
         values = np.array([getattr(ex, key) or "?" for ex in examples])
         if len(set(values)) > 1:
-            out[key] = {v: metrics.binary(y[values == v], p[values == v], threshold) for v in sorted(set(values))}
+            out[key] = {}
+            for v in sorted(set(values)):
+                own = thresholds.get(task, v) if thresholds is not None and key == "language" else threshold
+                yv, pv = y[values == v], p[values == v]
+                m = metrics.binary(yv, pv, own)
+                m["too_small"] = min(m["positives"], m["n"] - m["positives"]) < MIN_SLICE_CLASS
+                if n_boot and not m["too_small"]:
+                    m["ci95"] = metrics.bootstrap_binary(yv, pv, own, n_boot, seed)
+                out[key][v] = m
     field_name = CATEGORY_OF_TASK.get(task)
     if field_name:
         by_code: dict[str, list[int]] = {}

@@ -76,9 +76,16 @@ class Thresholds:
     default: float = 0.5
     temperature: dict[str, float] = field(default_factory=dict)
     info: dict[str, Any] = field(default_factory=dict)  # how they were chosen: strategy, data, date
+    per_language: dict[str, dict[str, float]] = field(default_factory=dict)  # language -> output -> threshold
 
     def __getitem__(self, output: str) -> float:
         return self.values.get(output, self.default)
+
+    def get(self, output: str, language: str | None = None) -> float:
+        """The threshold for `output` in `language`: its own when calibration had enough of that language's rows
+        (`calibrate --per language`), else the global one."""
+        own = self.per_language.get(language or "", {})
+        return own[output] if output in own else self[output]
 
     @property
     def calibrated(self) -> bool:
@@ -95,7 +102,8 @@ class Thresholds:
         return Scores(scores.labels, probs)
 
     def save(self, run_dir: Path) -> None:
-        data = {**self.info, "default": self.default, "thresholds": self.values, "temperature": self.temperature}
+        data = {**self.info, "default": self.default, "thresholds": self.values, "temperature": self.temperature,
+                **({"per_language": self.per_language} if self.per_language else {})}
         (Path(run_dir) / THRESHOLDS).write_text(json.dumps(data, indent=1) + "\n", encoding="utf-8")
 
     @classmethod
@@ -105,7 +113,11 @@ class Thresholds:
             return cls()
         data = json.loads(path.read_text(encoding="utf-8"))
         values, temperature = dict(data.pop("thresholds", {})), dict(data.pop("temperature", {}))
-        return cls(values, float(data.pop("default", 0.5)), temperature, data)
+        per_language = data.pop("per_language", {}) or {}
+        if not isinstance(per_language, dict) or not all(isinstance(v, dict) for v in per_language.values()):
+            raise ValueError(f"{path}: per_language must map a language to {{output: threshold}}")
+        per_language = {str(k): {str(o): float(t) for o, t in v.items()} for k, v in per_language.items()}
+        return cls(values, float(data.pop("default", 0.5)), temperature, data, per_language)
 
 
 def record_kind(directory: str | Path, kind: str, **info: Any) -> None:
@@ -125,7 +137,7 @@ class Guard(Protocol):
     def score(self, examples: Sequence[Example], batch_size: int | None = None, show_progress: bool = False,
               calibrated: bool = True) -> Scores: ...
 
-    def moderate(self, prompt: str, response: str | None = None) -> dict[str, Any]: ...
+    def moderate(self, prompt: str, response: str | None = None, language: str | None = None) -> dict[str, Any]: ...
 
 
 @runtime_checkable
@@ -136,14 +148,18 @@ class Rewriter(Protocol):
     def rewrite(self, examples: Sequence[Example]) -> list[str]: ...
 
 
-def verdict(guard: Guard, scores: Scores, row: int = 0) -> dict[str, Any]:
+def verdict(guard: Guard, scores: Scores, row: int = 0, language: str | None = None) -> dict[str, Any]:
     """One example's decisions and scores: {task: {flagged, score, threshold}, categories: {...}}. Outputs that do
-    not apply to the example (NaN: a response output of a prompt alone) are left out."""
+    not apply to the example (NaN: a response output of a prompt alone) are left out. `language`: the text's
+    language, for per-language thresholds (the global ones otherwise); the verdict says which applied."""
     out: dict[str, Any] = {}
+    own = language if language in guard.thresholds.per_language else None
     for task in guard.labels.tasks:
-        p, t = float(scores[task][row]), guard.thresholds[task]
+        p, t = float(scores[task][row]), guard.thresholds.get(task, own)
         if not np.isnan(p):
             out[task] = {"flagged": p >= t, "score": p, "threshold": t}
+    if guard.thresholds.per_language:
+        out["language"], out["thresholds_from"] = language, own or "global"
     for field_name in CATEGORY_FIELDS:
         codes, probs = scores.categories(field_name)
         if codes and not np.isnan(probs[row]).all():
@@ -168,5 +184,16 @@ class GuardBase:
     def _score(self, examples: Sequence[Example], batch_size: int | None, show_progress: bool) -> Scores:
         raise NotImplementedError
 
-    def moderate(self, prompt: str, response: str | None = None) -> dict[str, Any]:
-        return verdict(self, self.score([Example(prompt=prompt, response=response)]))
+    def moderate(self, prompt: str, response: str | None = None, language: str | None = None) -> dict[str, Any]:
+        return verdict(self, self.score([Example(prompt=prompt, response=response)]), 0,
+                       language_of(self, prompt, language))
+
+
+def language_of(guard: Guard, text: str, given: str | None = None) -> str | None:
+    """The language whose thresholds apply: the one given, else (only when the guard has per-language
+    thresholds) the one detected (`guardtune.language`)."""
+    if given or not guard.thresholds.per_language:
+        return given
+    from guardtune.language import detect
+
+    return detect(text)

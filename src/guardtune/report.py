@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from guardtune import plots
+from guardtune.evaluate import MIN_SLICE_CLASS
 
 NOTES = """\
 Conventions: **F1 is positive-class F1** (the harmful / refusal class); macro-F1, the mean of both classes'
@@ -68,10 +69,19 @@ def dataset_section(label: str, data: dict[str, Any], arrays: dict, out: Path, m
     lines += ["", *notes, ""] if notes else [""]
     for task, entry in data["tasks"].items():
         for key, rows in entry["slices"].items():
-            lines += [f"**{task} by {key}**", "", "| " + key + " | n | positives | F1 | recall | FPR | AUPRC |",
-                      "|---|---|---|---|---|---|---|"]
-            lines += [f"| {v} | {m['n']} | {m['positives']} | {fmt(m['f1'])} | {fmt(m['recall'])} | {fmt(m['fpr'])} "
-                      f"| {fmt(m['auprc'])} |" for v, m in rows.items()]
+            lines += [f"**{task} by {key}**", "", "| " + key + " | n | positives | threshold | F1 | recall | FPR | "
+                      "AUPRC | ROC-AUC |", "|---|---|---|---|---|---|---|---|---|"]
+            for v, m in rows.items():
+                ci = m.get("ci95") or {}
+                rank = ("too small" + f" ({m['positives']} harmful, {m['n'] - m['positives']} benign)", "-") \
+                    if m.get("too_small") and m["auprc"] is not None else \
+                    (fmt(m["auprc"], ci.get("auprc")), fmt(m["roc_auc"], ci.get("roc_auc")))
+                lines.append(f"| {v} | {m['n']} | {m['positives']} | {m['threshold']:.3f} | {fmt(m['f1'], ci.get('f1'))} "
+                             f"| {fmt(m['recall'], ci.get('recall'))} | {fmt(m['fpr'], ci.get('fpr'))} | {rank[0]} "
+                             f"| {rank[1]} |")
+            if any(m.get("too_small") for m in rows.values()):
+                lines.append(f"\nToo small: fewer than {MIN_SLICE_CLASS} harmful or benign rows; rank metrics on so "
+                             "few would mean little.")
             lines.append("")
     for field_name, m in data["categories"].items():
         lines += [f"**{field_name}**: per-sample Jaccard {fmt(m['jaccard'])}, exact match {fmt(m['exact_match'])}, "

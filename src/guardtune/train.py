@@ -26,7 +26,7 @@ from guardtune.encoding import length_grouped_batches, length_sorted_batches
 from guardtune.guard import Guard, Rewriter, record_kind
 from guardtune.labels import LabelSpace
 from guardtune.metrics import summary
-from guardtune.models.backbone import load_tokenizer
+from guardtune.models.backbone import load_tokenizer, source as backbone_source
 from guardtune.models.build import build_model, save_weights
 
 
@@ -333,6 +333,7 @@ def open_run(cfg, run, accelerator, raw, optimizer, scheduler, method, resume_fr
                    "world_size": accelerator.num_processes, "train_examples": len(train_set.examples),
                    "trainable_params": sum(p.numel() for p in raw.parameters() if p.requires_grad),
                    "params": sum(p.numel() for p in raw.parameters()), "kind": cfg.model.kind,
+                   "backbone": backbone_source(cfg.model.name, cfg.model.revision),
                    **({"train_set": train_set.info} if getattr(train_set, "info", None) else {}),
                    "outputs": list(raw.labels.outputs)})
     return progress, log

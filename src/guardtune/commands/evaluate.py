@@ -59,6 +59,12 @@ def add_parser(commands) -> None:
                         "recall: highest threshold catching --target of the positives")
     c.add_argument("--target", type=float, help="the FPR or recall target of --strategy fpr|recall")
     c.add_argument("--temperature", action="store_true", help="also fit a temperature per output (log-loss)")
+    c.add_argument("--per", choices=("language",),
+                   help="language: also a threshold per language, for languages with at least --min-count harmful "
+                        "and benign rows (the global threshold for the rest); moderate and serve apply the "
+                        "request's language (given, or detected)")
+    c.add_argument("--min-count", type=int, default=30,
+                   help="with --per language: the fewest harmful and benign rows a language needs (default 30)")
     c.set_defaults(run=run_calibrate, parser=c)
 
     b = commands.add_parser("baseline", help="a baseline guard: TF-IDF + logistic regression, or a few-shot "
@@ -196,7 +202,13 @@ def run_calibrate(args: argparse.Namespace) -> int:
     found = calibrate.calibrate(raw, examples, args.strategy, args.target, args.temperature)
     info = {"strategy": args.strategy, "target": args.target, "data": args.data, "temperature_scaling": args.temperature,
             "created": time.strftime("%Y-%m-%dT%H:%M:%S")}
-    Thresholds(found["thresholds"], 0.5, found["temperature"], info).save(run_dir)
+    per_language: dict = {}
+    if args.per == "language":
+        rescaled = Thresholds(temperature=found["temperature"]).rescale(raw)
+        by_language = calibrate.calibrate_per_language(rescaled, examples, args.strategy, args.target, args.min_count)
+        per_language = by_language["per_language"]
+        info.update(per="language", min_count=args.min_count)
+    Thresholds(found["thresholds"], 0.5, found["temperature"], info, per_language).save(run_dir)
     out = run_dir / "calibration"
     lines = ["# Calibration", "", f"Strategy {args.strategy}" + (f", target {args.target}" if args.target else "")
              + f", on {', '.join(args.data)}.", "", "| output | n | positives | threshold | temperature | ECE before "
@@ -217,12 +229,24 @@ def run_calibrate(args: argparse.Namespace) -> int:
                 curves["scaled"] = calibrate.reliability(y, calibrate.scale(p, found["temperature"][task]))
             plots.reliability(curves, task, out / f"reliability-{task}.png")
             lines += ["", f"![reliability {task}](reliability-{task}.png)"]
+    if args.per == "language":
+        lines += ["", f"## Per language (own threshold with at least {args.min_count} harmful and benign rows)", "",
+                  "| language | task | n | harmful | threshold |", "|---|---|---|---|---|"]
+        for language, tasks in by_language["evidence"].items():
+            for task, e in tasks.items():
+                shown = f"{e['threshold']:.3f}" if e["own"] else f"global ({found['thresholds'].get(task, 0.5):.3f})"
+                lines.append(f"| {language} | {task} | {e['n']} | {e['positives']} | {shown} |")
     out.mkdir(parents=True, exist_ok=True)
     (out / "report.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
     console().print(table(f"thresholds saved to {run_dir / 'thresholds.json'}", ["output", "threshold", "temperature",
                                                                                  "ECE before", "ECE after"],
                           [(o, f"{e['threshold']:.3f}", f"{e['temperature']:.2f}", f"{e['ece_before']:.3f}",
                             f"{e['ece_after']:.3f}") for o, e in found["evidence"].items()]))
+    if args.per == "language":
+        fell_back = sorted(set(by_language["evidence"]) - set(per_language))
+        console().print(f"per-language thresholds for {', '.join(sorted(per_language)) or 'no language'}"
+                        + (f"; the global one for {', '.join(fell_back)} (fewer than {args.min_count} harmful or "
+                           "benign rows)" if fell_back else "") + f"; see {out / 'report.md'}")
     return 0
 
 

@@ -40,12 +40,14 @@ def add_parser(commands) -> None:
     add_trust_argument(m)
     m.add_argument("text", nargs="?", help="the prompt to judge (or use --file)")
     m.add_argument("--response", help="the assistant's response to judge with the prompt")
-    m.add_argument("--file", help="JSON Lines input: id, prompt (or text), optional response")
+    m.add_argument("--file", help="JSON Lines input: id, prompt (or text), optional response and language")
     m.add_argument("--out", help="with --file: where verdicts go (default: <file>.verdicts.jsonl)")
     m.add_argument("--batch-size", type=int, default=64, help="texts scored per model call")
     m.add_argument("--key", choices=("id", "line"), default="id",
                    help="with --file: what names a verdict (and lets a re-run resume): each line's id "
                         "(default; ids must be unique) or its line number")
+    m.add_argument("--language", help="the text's language (ISO 639-1), for a guard with per-language thresholds "
+                                      "(default: detected; with --file, each line's own `language`, else detected)")
     m.add_argument("--json", action="store_true", help="print the verdict as JSON instead of a table")
     m.set_defaults(run=run_moderate, parser=m)
 
@@ -88,7 +90,7 @@ def run_moderate(args: argparse.Namespace) -> int:
         done, new = moderate_file(guard, Path(args.file), out, args.batch_size, key_by=args.key)
         console().print(f"{new} verdicts written, {done} already there -> {out}")
         return 0
-    result = guard.moderate(args.text, args.response)
+    result = guard.moderate(args.text, args.response, language=args.language)
     if args.json:
         print(json.dumps(result, indent=1, ensure_ascii=False))
         return 0
@@ -97,7 +99,9 @@ def run_moderate(args: argparse.Namespace) -> int:
     rows = []
     spans = result.pop("spans", None)
     for name, value in result.items():
-        if "flagged" in value:
+        if not isinstance(value, dict):  # the language and whose thresholds applied
+            rows.append([name, str(value), "", ""])
+        elif "flagged" in value:
             rows.append([name, "FLAGGED" if value["flagged"] else "ok", f"{value['score']:.3f}",
                          f"{value['threshold']:.2f}"])
         else:
@@ -109,6 +113,9 @@ def run_moderate(args: argparse.Namespace) -> int:
     return 0
 
 
+UNDETERMINED = "und"  # ISO 639-2: a line that does not say its language
+
+
 def moderate_file(guard: Guard, source: Path, out: Path, batch_size: int = 64, show_progress: bool = True,
                   key_by: str = "id") -> tuple[int, int]:
     """Stream `source` (JSONL) through the guard into `out`, skipping ids `out` already has (see
@@ -117,14 +124,18 @@ def moderate_file(guard: Guard, source: Path, out: Path, batch_size: int = 64, s
     from guardtune.data.example import Example
     from guardtune.guard import verdict
 
-    def parse(row: dict) -> Example:
-        return Example(prompt=row.get("prompt", row.get("text")), response=row.get("response"))
+    from guardtune.guard import language_of
+
+    def parse(row: dict) -> Example:  # "und" (undetermined): no language given, detected if thresholds need one
+        return Example(prompt=row.get("prompt", row.get("text")), response=row.get("response"),
+                       language=row.get("language") or UNDETERMINED)
 
     def work(examples: list[Example]) -> list[dict]:
         scores = guard.score(examples)
         decided = getattr(guard, "decided", None)  # a cascade: which stage decided each row
-        return [{**verdict(guard, scores, row), **({"stage": int(decided[row])} if decided is not None else {})}
-                for row in range(len(examples))]
+        given = [None if ex.language == UNDETERMINED else ex.language for ex in examples]
+        return [{**verdict(guard, scores, row, language_of(guard, ex.prompt, given[row])),
+                 **({"stage": int(decided[row])} if decided is not None else {})} for row, ex in enumerate(examples)]
 
     return stream_jsonl(source, out, parse, work, batch_size, "moderating", key_by, show_progress,
                         hint=" (each line needs a prompt or text)")

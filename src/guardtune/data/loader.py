@@ -31,8 +31,16 @@ class DataSpec:
     sample: int | None = None  # a seeded sample of this many rows
     seed: int = 0
     weight: float = 1.0  # mixture weight
+    languages: list[str] | None = None  # keep only rows in these languages (ISO codes)
+    balance: str = "none"  # none | classes (the harmful and benign rows of this spec in at most balance_ratio : 1)
+                           # | language (the same within each language; a language with one class is dropped)
+    balance_ratio: float = 1.0
 
     def __post_init__(self) -> None:
+        if self.balance not in splits.BALANCE:
+            raise ValueError(f"balance must be one of {', '.join(splits.BALANCE)}, got {self.balance!r}")
+        if isinstance(self.languages, str):
+            object.__setattr__(self, "languages", [self.languages])
         if (self.name is None) == (self.path is None):
             raise ValueError("a data spec needs exactly one of `name` (a registered dataset) or `path` (a file)")
         if self.name and ":" in self.name and self.split is None:
@@ -110,9 +118,19 @@ def load(spec: str | dict | DataSpec, on_bad_row: str = "error", rejects: str | 
         else:
             _read_registered(spec, intake)
     examples = intake.examples
+    label = spec.path or f"{spec.name}:{spec.split or 'all'}"  # then what was done to it, in order
+    if spec.languages is not None:
+        wanted = set(spec.languages)
+        examples = [ex for ex in examples if ex.language in wanted]
+        label += f" (languages {', '.join(spec.languages)})"
+    if spec.balance != "none":
+        examples, summary = splits.balance(examples, spec.balance, spec.balance_ratio, spec.seed)
+        gone = [k for k, v in summary.items() if v["kept"] == 0]
+        label += f" (balanced by {spec.balance}" + (f"; one class only, dropped: {', '.join(gone)}" if gone else "") + ")"
     if spec.sample is not None:
         examples = splits.sample(examples, spec.sample, spec.seed)
-    return Loaded(examples, intake.report, spec.label)
+        label += f" (sample {spec.sample}, seed {spec.seed})"
+    return Loaded(examples, intake.report, label)
 
 
 def load_mixture(specs: list[Any], size: int | None = None, seed: int = 0, on_bad_row: str = "error",

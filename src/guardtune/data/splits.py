@@ -62,3 +62,44 @@ def mixture(parts: Sequence[tuple[Sequence[Example], float]], size: int | None =
         n = round(size * weight / total_weight) if size is not None else round(weight * len(rows))
         out.extend(take_weighted(rows, n, seed + i))
     return out
+
+
+BALANCE = ("none", "classes", "language")
+
+
+def balance(examples: Sequence[Example], by: str = "classes", ratio: float = 1.0, seed: int = 0,
+            task: str | None = None) -> tuple[list[Example], dict[str, dict[str, int]]]:
+    """Both classes of `task` (default: the first of prompt_harmful / response_harmful that any row labels) in
+    at most `ratio` : 1 proportion, overall (`classes`) or within each language (`language`): the larger class
+    is cut down by a seeded sample, rows without the label are kept as they are. A group (language) with only one
+    class is dropped whole: alone it could only teach that its language (or source) means that class. Returns
+    the rows (in their original order) and, per group, the counts kept and dropped."""
+    if by not in BALANCE:
+        raise ValueError(f"balance must be one of {', '.join(BALANCE)}, got {by!r}")
+    if ratio < 1:
+        raise ValueError(f"balance_ratio must be >= 1 (larger class : smaller class), got {ratio}")
+    if by == "none":
+        return list(examples), {}
+    task = task or next((t for t in ("prompt_harmful", "response_harmful")
+                         if any(getattr(ex, t) is not None for ex in examples)), "prompt_harmful")
+    groups: dict[str, dict[int, list[int]]] = {}
+    for i, ex in enumerate(examples):
+        value = getattr(ex, task)
+        if value is not None:
+            key = (ex.language or "?") if by == "language" else "all"
+            groups.setdefault(key, {0: [], 1: []})[int(value)].append(i)
+    keep = {i for i, ex in enumerate(examples) if getattr(ex, task) is None}
+    summary: dict[str, dict[str, int]] = {}
+    for key, classes in sorted(groups.items()):
+        small = min(len(classes[0]), len(classes[1]))
+        if small == 0:
+            summary[key] = {"kept": 0, "dropped": len(classes[0]) + len(classes[1])}
+            continue
+        cap = int(small * ratio)
+        kept = 0
+        for label, rows in classes.items():
+            chosen = rows if len(rows) <= cap else random.Random(f"{seed}/{key}/{label}").sample(rows, cap)
+            keep.update(chosen)
+            kept += len(chosen)
+        summary[key] = {"kept": kept, "dropped": len(classes[0]) + len(classes[1]) - kept}
+    return [ex for i, ex in enumerate(examples) if i in keep], summary

