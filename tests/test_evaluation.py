@@ -118,3 +118,35 @@ def test_paired_comparison_in_the_report(tfidf_run, tmp_path, tiny):
     c = results["comparison"]["demo:test"]["prompt_harmful"]["auprc"]
     assert c["ci"][0] <= c["difference"] <= c["ci"][1] and 0 <= c["p_value"] <= 1
     assert "paired bootstrap" in (out / "report.md").read_text()
+
+
+def test_temperature_scaling_never_changes_the_ranking():
+    """On separable, overconfident float32 scores (the demo's case) an unbounded fit ran T down to 0.05 and the
+    rescaled scores saturated into ties, so AUPRC fell. Now T stays in range, and for any T in range the order
+    of distinct scores survives rescaling, so AUPRC and ROC-AUC are those of the raw scores (sklearn)."""
+    from hypothesis import given, settings, strategies as st
+    from sklearn.metrics import average_precision_score, roc_auc_score
+
+    from guardtune.guard import TEMPERATURE_RANGE
+
+    rng = np.random.default_rng(0)
+    y = np.r_[np.zeros(300), np.ones(60)].astype(int)
+    raw = np.r_[rng.beta(0.3, 30, 300), 1 - rng.beta(0.3, 30, 60)].astype(np.float32)  # near 0 and near 1
+    raw[:5], raw[-5:] = 0.0, 1.0  # exact ties at the ends as well
+    t = calibrate.fit_temperature(y, raw)
+    assert TEMPERATURE_RANGE[0] <= t <= TEMPERATURE_RANGE[1]
+    scaled = calibrate.scale(raw, t)
+    assert average_precision_score(y, scaled) == average_precision_score(y, raw)
+    assert roc_auc_score(y, scaled) == roc_auc_score(y, raw)
+
+    @settings(max_examples=60, deadline=None)
+    @given(st.lists(st.floats(0, 1, width=32), min_size=2, max_size=60),
+           st.floats(*TEMPERATURE_RANGE))
+    def order_kept(values, temperature):
+        p = np.array(values, dtype=np.float32)
+        q = calibrate.scale(p, temperature)
+        order = np.argsort(p, kind="stable")
+        assert np.all(np.diff(q[order]) >= 0)  # never reversed
+        assert len(np.unique(q)) == len(np.unique(p))  # and no two distinct scores merged
+
+    order_kept()
