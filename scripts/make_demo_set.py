@@ -7,6 +7,11 @@ The set is ours: short prompts written from templates in five languages (en, de,
 with S-code categories and benign ones (including benign prompts that share words with harmful ones), about
 half with an assistant response that is either a refusal or a compliance. It is small enough to train on in
 a minute and varied enough to exercise every task. It is a demo, not a benchmark.
+
+Every row of a template shares its group, so the grouped splits put a whole template on one side: the test
+split's prompts come from templates the training split never saw (no exact or near duplicates across splits,
+`guardtune data check demo:train demo:test`), and a guard has to generalise from words to meaning, which a
+TF-IDF baseline does less well than a pretrained encoder.
 """
 
 from __future__ import annotations
@@ -230,14 +235,14 @@ def build() -> list[dict]:
     for lang, (spec, fills) in LANGS.items():
         seen: set[str] = set()
         candidates = [(1, cat, t) for cat, t in spec["harmful"]] + [(0, None, t) for t in spec["benign"]]
-        for harmful, category, template in candidates:
+        for number, (harmful, category, template) in enumerate(candidates):
             for _ in range(fills):
                 opener, text = rng.choice(spec["openers"]), fill(template, spec["slots"], rng)
                 prompt = opener + (text[0].lower() + text[1:] if opener.endswith(", ") else text)
                 if prompt in seen:
                     continue
                 seen.add(prompt)
-                row = {"prompt": prompt, "prompt_harmful": harmful,
+                row = {"prompt": prompt, "prompt_harmful": harmful, "group": f"demo:{lang}:{number}",
                        "prompt_categories": [category] if harmful else [], "language": lang}
                 if rng.random() < 0.5:
                     refuses = rng.random() < (0.6 if harmful else 0.15)
@@ -250,7 +255,7 @@ def build() -> list[dict]:
                                response_categories=[category] if response_harmful else [])
                 rows.append(row)
     for i, row in enumerate(rows):
-        row.update(source="demo", id=f"demo:{i}", group=f"demo:{i}")
+        row.update(source="demo", id=f"demo:{i}")
     return rows
 
 

@@ -59,8 +59,9 @@ def test_eval_writes_metrics_report_and_plots(tfidf_run, tmp_path, capsys):
                  "--bootstrap", "50", "--out", str(out)]) == 0
     results = json.loads((out / "metrics.json").read_text())
     harm = results["datasets"]["demo:test"]["tasks"]["prompt_harmful"]
-    assert harm["at_0.5"]["n"] == 113 and harm["ci95"]["auprc"][0] <= harm["at_0.5"]["auprc"] <= harm["ci95"]["auprc"][1]
-    assert set(harm["slices"]["language"]) == {"de", "en", "es", "fr", "zh"}
+    test = load("demo:test").examples
+    assert harm["at_0.5"]["n"] == len(test) and harm["ci95"]["auprc"][0] <= harm["at_0.5"]["auprc"] <= harm["ci95"]["auprc"][1]
+    assert set(harm["slices"]["language"]) == {ex.language for ex in test} and len(harm["slices"]["language"]) > 2
     assert "S1" in harm["slices"]["category"]  # recall of harmful prompts per category
     assert harm["slices"]["category"]["S1"]["precision"] is None  # positives only: recall alone
     report = (out / "report.md").read_text()

@@ -3,6 +3,7 @@ with greedy decoding, constrained decoding that always parses, training with eve
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -41,16 +42,17 @@ def examples() -> list[Example]:
     return out
 
 
-def guard_for(directory, labels=ALL, sharpen: float = 1.0, family_max_length: int = 1024):
+def guard_for(directory, labels=ALL, sharpen: float = 1.0, family_max_length: int = 1024, rationale: str = "none"):
     from guardtune.kinds.generative import GenerativeGuard
 
-    cfg = config.load(None, [f"model.name={directory}", "model.kind=generative", "method.name=full"])
+    cfg = config.load(None, [f"model.name={directory}", "model.kind=generative", "method.name=full",
+                             f"model.rationale={rationale}", "model.rationale_tokens=12"])
     torch.manual_seed(0)
     model = build_model(cfg, labels, apply_method=False)
     if sharpen != 1.0:  # a random model's words sit near 50/50; sharper logits make parity a clean test
         with torch.no_grad():
             model.backbone.get_output_embeddings().weight.mul_(sharpen)
-    return GenerativeGuard(model, load_tokenizer(cfg.model), family_max_length, batch_size=4)
+    return GenerativeGuard(model, load_tokenizer(cfg.model), family_max_length, batch_size=4, rationale_tokens=12)
 
 
 @pytest.mark.parametrize("family", ["qwen2", "llama", "phi3"])
@@ -327,3 +329,70 @@ def test_fewshot_guard_from_the_cli_scores_and_evaluates(tiny_causal, tmp_path):
     assert main(["baseline", "fewshot", "--model", str(tiny_causal("qwen2")), "--shots", "0",
                  "--tasks", "prompt_harmful", "--out", str(zero)]) == 0
     assert guardtune.load(zero).prompter.text(query).count("Human user:") == 1
+
+
+# ---- rationale-augmented answers ------------------------------------------------------------------------------
+
+def with_rationales() -> list[Example]:
+    """The examples, every other one with a teacher's text rationale (two lines: folded into one)."""
+    return [dataclasses.replace(ex, rationale=f"It asks about knives {i}.\nSo it is judged by intent.")
+            if i % 2 else ex for i, ex in enumerate(examples())]
+
+
+def test_rationale_after_keeps_the_verdict_first_and_scores_exactly_as_without(tiny_causal):
+    plain = guard_for(tiny_causal("qwen2"), sharpen=4.0)
+    after = guard_for(tiny_causal("qwen2"), sharpen=4.0, rationale="after")  # the same seed: the same weights
+    rows = with_rationales()
+    assert np.array_equal(plain.score(rows).probs, after.score(rows).probs, equal_nan=True)
+    tokenizer = after.prompter.tokenizer
+    for ex in rows:
+        ids, labels = after.prompter.training_ids(ex)
+        base_ids, base_labels = plain.prompter.training_ids(ex)
+        answer = tokenizer.decode(ids[len(after.prompter.prompt_ids(ex)):], skip_special_tokens=True)
+        assert answer.startswith(plain.format.answer(ex))  # the verdict comes first, unchanged
+        if ex.rationale:
+            words = after.prompter.words(" ".join(ex.rationale.split()))
+            assert ids[len(base_ids) - 1:-1] == after.prompter.marks["after"] + words  # verdict, marker, text
+            assert len(words) == 12 and "\n" not in tokenizer.decode(words)  # cut to rationale_tokens, one line
+            assert labels[-1] == tokenizer.eos_token_id  # trained through to the end
+        else:
+            assert ids == base_ids and labels[:-1] == base_labels[:-1]
+            assert labels[-1] == IGNORE  # what follows the verdict is unknown: no loss on it
+    out = after.generate(rows[:4])
+    assert all(isinstance(v["rationale"], str) and "request" in v for v in out)
+    assert [v["rationale"] for v in after.generate(rows[:4])] == [v["rationale"] for v in out]  # greedy
+
+
+def test_rationale_before_is_masked_when_absent_and_the_verdict_is_scored_after_it(tiny_causal):
+    guard = guard_for(tiny_causal("qwen2"), sharpen=4.0, rationale="before")
+    prompter, tokenizer = guard.prompter, guard.prompter.tokenizer
+    rows = with_rationales()
+    for ex in rows:
+        prompt = prompter.prompt_ids(ex)
+        ids, labels = prompter.training_ids(ex)
+        answer = tokenizer.decode(ids[len(prompt):], skip_special_tokens=True)
+        assert answer.startswith("Rationale: ") and answer.endswith(guard.format.answer(ex))
+        segment = prompter.before(prompter.words(" ".join(ex.rationale.split())) if ex.rationale else [])
+        seg_labels = labels[len(prompt):len(prompt) + len(segment)]
+        assert ids[len(prompt):len(prompt) + len(segment)] == segment
+        assert (all(x == IGNORE for x in seg_labels) if not ex.rationale else seg_labels == segment)
+        assert len(ids) <= prompter.max_length
+    probs = guard.score(rows).probs
+    known = ~np.isnan(probs)
+    assert np.all((probs[known] >= 0) & (probs[known] <= 1)) and np.array_equal(probs, guard.score(rows).probs, equal_nan=True)
+    # the scores are the label logits after the guard's own rationale, as generate writes it
+    out = guard.generate(rows[:3])
+    texts, prompts = guard._before(rows[:3], None, False)
+    assert [v["rationale"] for v in out] == texts
+    assert all(isinstance(t, str) and "\n" not in t for t in texts)
+    from guardtune.models.generative import score
+
+    again = score(guard.model, prompter, rows[:3], 4, prompts)
+    assert np.allclose(again, np.nan_to_num(probs[:3]), atol=1e-6)
+
+
+def test_a_rationale_is_only_for_generative_guards():
+    with pytest.raises(ValueError, match="generative guards"):
+        config.load(None, ["model.rationale=after"])
+    with pytest.raises(ValueError, match="model.rationale must be one of"):
+        config.load(None, ["model.kind=generative", "model.rationale=sideways"])

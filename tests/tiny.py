@@ -46,7 +46,8 @@ def family_of(hub_id: str) -> str:
     """The tiny stand-in for a real backbone named in a shipped config."""
     name = hub_id.lower()
     for key, family in (("qwen", "qwen2"), ("phi", "phi3"), ("llama", "llama"), ("smollm", "llama"), ("xlm-roberta", "xlm-roberta"),
-                        ("minilm", "bert"), ("bert", "bert"), ("t5", "t5"), ("bart", "bart")):
+                        ("minilm", "bert"), ("e5", "bert"), ("bert", "bert"), ("t5", "t5"),
+                        ("bart", "bart")):
         if key in name:
             return family
     raise ValueError(f"no tiny stand-in for {hub_id!r}; add one to tests/tiny.py")

@@ -13,6 +13,10 @@ response keys, when the example has a response. Each value is a *slot*: a choice
 negative one first. Categories are one 0/1 slot each (a checklist over the guard's categories), so every
 category has its own probability. The fixed layout is what makes label-logit scoring and constrained decoding
 exact and cheap (models/generative.py); `parse` reads it back.
+
+With `rationale: after` the answer continues past the JSON with "\nRationale: <text>"; with `before` it starts
+with "Rationale: <text>\n" and the JSON follows. The rationale is one line of free text (an example's text
+`rationale`, newlines folded); where an example has none, that segment is masked from the loss.
 """
 
 from __future__ import annotations
@@ -35,6 +39,15 @@ TASK_KEYS: dict[str, tuple[str, tuple[str, str]]] = {
 }
 CATEGORY_KEYS = {"prompt_categories": "request_violations", "response_categories": "response_violations"}
 FLAG = ("0", "1")
+RATIONALE_MODES = ("none", "before", "after")
+RATIONALE_BEFORE, RATIONALE_AFTER = "Rationale: ", "\nRationale: "  # the segment's literal start in each mode
+
+
+def rationale_text(example: Example) -> str | None:
+    """An example's text rationale as one line (None: it has none; span rationales are not text)."""
+    if not isinstance(example.rationale, str) or not example.rationale.strip():
+        return None
+    return " ".join(example.rationale.split())
 RESPONSE_OUTPUTS = ("response_refusal", "response_harmful", "response_categories")
 
 INSTRUCTION = (
@@ -84,8 +97,11 @@ def read_policy(policy: str | dict[str, str] | None, labels: LabelSpace | None =
 class ChatFormat:
     labels: LabelSpace
     policy: dict[str, str] = field(default_factory=lambda: dict(CATEGORIES))
+    rationale: str = "none"  # none | before | after: a free-text rationale segment before or after the JSON
 
     def __post_init__(self) -> None:
+        if self.rationale not in RATIONALE_MODES:
+            raise ValueError(f"model.rationale must be one of {', '.join(RATIONALE_MODES)}, got {self.rationale!r}")
         for field_name in CATEGORY_KEYS:
             unknown = [c for c in self.labels.categories(field_name) if c not in self.policy]
             if unknown:
@@ -192,4 +208,4 @@ class ChatFormat:
         return out
 
     def to_dict(self) -> dict[str, Any]:
-        return {"policy": self.policy}
+        return {"policy": self.policy, "rationale": self.rationale}

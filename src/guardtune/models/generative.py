@@ -13,6 +13,8 @@ format of `chat_format`. This module turns that format into tokens, once, for tr
   path greedy decoding takes.
 - `decode`: batched constrained decoding with `generate` and `FormatProcessor`, a logits processor that
   allows only the next token of the format, so every output parses.
+- `generate_text`: batched greedy free text up to a newline: a rationale (`rationale: before` writes it before
+  the verdict is scored; `after` writes it after the decoded verdict).
 
 Both share a prefix cache: the tokens every prompt starts with (the system prompt with the policy, usually
 most of the prompt) are run once per call, and each batch starts from a copy of their keys and values.
@@ -30,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from guardtune.chat_format import ChatFormat, Slot
+from guardtune.chat_format import RATIONALE_AFTER, RATIONALE_BEFORE, ChatFormat, Slot, rationale_text
 from guardtune.data.example import Example
 from guardtune.encoding import token_budget_batches
 from guardtune.labels import LabelSpace
@@ -126,12 +128,37 @@ class Layout:
 
 
 class Prompter:
-    """Chat-template prompts of a format, truncated to fit `max_length` together with the answer."""
+    """Chat-template prompts of a format, truncated to fit `max_length` together with the answer (and, with
+    `rationale: before`, room for `rationale_tokens` of rationale ahead of it)."""
 
-    def __init__(self, fmt: ChatFormat, tokenizer: Any, max_length: int):
+    def __init__(self, fmt: ChatFormat, tokenizer: Any, max_length: int, rationale_tokens: int = 64):
         self.fmt, self.tokenizer, self.max_length = fmt, prepare_tokenizer(tokenizer), max_length
         self.layouts = {has: Layout(fmt, tokenizer, has) for has in (False, True)}
         self.system_role = self._accepts_system_role()
+        self.rationale_tokens = rationale_tokens
+        # a rationale segment is [marker][text][newline], each piece tokenised on its own (as the layout's pieces
+        # are), so the text the guard generates after the marker is exactly what it was trained to produce
+        self.marks = {"before": encode_piece(tokenizer, RATIONALE_BEFORE), "after": encode_piece(tokenizer, RATIONALE_AFTER)}
+        self.newline = encode_piece(tokenizer, "\n")
+        # `before`: the prompt leaves room for the segment; `after` keeps the prompt exactly as `none` (so its
+        # scores are the same), and its rationale is cut to what room is left
+        self.room = rationale_tokens + len(self.marks["before"]) + len(self.newline) if fmt.rationale == "before" else 0
+        self._newlines: set[int] | None = None
+
+    def words(self, text: str | None) -> list[int]:
+        return encode_piece(self.tokenizer, text)[:self.rationale_tokens] if text else []
+
+    def before(self, words: list[int]) -> list[int]:
+        """The `before` segment that precedes the verdict: "Rationale: " + the rationale's tokens + newline."""
+        return self.marks["before"] + list(words[:self.rationale_tokens]) + self.newline
+
+    def newline_ids(self) -> set[int]:
+        """Every token whose text holds a newline (a rationale ends at one)."""
+        if self._newlines is None:
+            size = len(self.tokenizer)
+            texts = self.tokenizer.batch_decode([[i] for i in range(size)])
+            self._newlines = {i for i, t in enumerate(texts) if "\n" in t}
+        return self._newlines
 
     def _accepts_system_role(self) -> bool:
         try:
@@ -155,21 +182,34 @@ class Prompter:
         return fit_conversation(
             lambda prompt, response: encode_piece(self.tokenizer, self.text(example, shots, prompt, response)),
             self.tokenizer, example.prompt, example.response, self.max_length - layout.max_length,
-            f"model.max_length={self.max_length}", f"the policy and the answer (+{layout.max_length} tokens)")
+            f"model.max_length={self.max_length}", f"the policy and the answer (+{layout.max_length + self.room} "
+            "tokens)", self.room)
 
     def training_ids(self, example: Example) -> tuple[list[int], list[int]]:
-        """(input ids, labels): the prompt as at inference, then the answer; loss on the answer only."""
+        """(input ids, labels): the prompt as at inference, then the answer; loss on the answer only. A rationale
+        segment is trained where the example has a text rationale and masked where it has none."""
         prompt = self.prompt_ids(example)
         layout = self.layouts[example.response is not None]
         values = self.fmt.values(example)
         answer, labels = layout.ids([values[s.output] for s in layout.slots])
+        text = rationale_text(example)
+        if self.fmt.rationale == "before":
+            segment = self.before(self.words(text))
+            answer, labels = segment + answer, (segment if text else [IGNORE] * len(segment)) + labels
+        elif self.fmt.rationale == "after":
+            body, eos = answer[:-1], answer[-1]
+            room = self.max_length - len(prompt) - len(answer) - len(self.marks["after"])
+            segment = self.marks["after"] + self.words(text)[:max(0, room)] if text and room > 0 else []
+            answer = body + segment + [eos]
+            labels = labels[:-1] + segment + ([eos] if segment else [IGNORE])  # unknown: no loss on what follows
         return prompt + answer, [IGNORE] * len(prompt) + labels
 
 
 def fit_conversation(render: Callable[[str, str | None], list[int]], tokenizer: Any, prompt: str,
-                     response: str | None, budget: int, limit: str, fixed: str) -> list[int]:
+                     response: str | None, budget: int, limit: str, fixed: str, reserved: int = 0) -> list[int]:
     """`render(prompt, response)` (token ids), with the conversation shortened, the longer of prompt and response
     first, until it fits `budget` tokens. `limit` and `fixed` name the limit and what else takes room, for errors."""
+    budget -= reserved
     ids = render(prompt, response)
     if len(ids) <= budget:
         return ids
@@ -394,9 +434,10 @@ class FormatProcessor:
 @torch.inference_mode()
 def decode(model: GenerativeLM, prompter: Prompter, examples: Sequence[Example], batch_size: int = 16,
            prompts: Callable[[Example], list[int]] | None = None, show_progress: bool = False,
-           prefix_cache: bool = True) -> list[str]:
+           prefix_cache: bool = True, answer_ids: list[list[int]] | None = None) -> list[str]:
     """Constrained greedy decoding, batched: the answer text of every example (always parses). Rows are
-    [shared prefix | padding | own prompt], so every row ends in the same column and the prefix cache fits all."""
+    [shared prefix | padding | own prompt], so every row ends in the same column and the prefix cache fits all.
+    `answer_ids`, when given, receives each answer's token ids (without eos), in order."""
     from transformers import LogitsProcessorList
 
     from guardtune.ui import progress
@@ -409,6 +450,7 @@ def decode(model: GenerativeLM, prompter: Prompter, examples: Sequence[Example],
     prefix = PrefixCache(model, ids, prefix_cache)
     batches = token_budget_batches([len(r) - prefix.length for r in ids], batch_size, batch_size * BATCH_TOKENS_PER_ROW)
     texts: list[str] = [""] * len(examples)
+    answers: list[list[int]] = [[] for _ in examples]
     for index in progress(batches, "decoding", enabled=show_progress, unit="batch"):
         width = max(len(ids[i]) for i in index)
         input_ids = torch.full((len(index), width), tokenizer.pad_token_id, dtype=torch.long)
@@ -427,4 +469,55 @@ def decode(model: GenerativeLM, prompter: Prompter, examples: Sequence[Example],
                           pad_token_id=tokenizer.pad_token_id)
         for row, i in enumerate(index):
             texts[i] = tokenizer.decode(out[row, width:], skip_special_tokens=True)
+            answers[i] = [t for t in out[row, width:].tolist() if t not in (tokenizer.eos_token_id,
+                                                                              tokenizer.pad_token_id)]
+    if answer_ids is not None:
+        answer_ids.extend(answers)
+    return texts
+
+
+class NewlineStop:
+    """A stopping criterion for `generate`: a row is done once it emits a token holding a newline (or eos)."""
+
+    def __init__(self, newline_ids: set[int], eos: int):
+        self.stop = torch.tensor(sorted(newline_ids | {eos}))
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor, **kwargs: Any) -> torch.BoolTensor:
+        return torch.isin(input_ids[:, -1], self.stop.to(input_ids.device))
+
+
+@torch.inference_mode()
+def generate_text(model: GenerativeLM, prompter: Prompter, rows: Sequence[Sequence[int]], batch_size: int = 16,
+                  show_progress: bool = False) -> list[tuple[str, list[int]]]:
+    """Greedy free text after each row of ids, up to the first newline (or eos, or rationale_tokens), batched:
+    rows are left-padded so that each batch continues in one column. Returns each text (stripped) and its token
+    ids (without the token that ended it)."""
+    from transformers import StoppingCriteriaList
+
+    from guardtune.ui import progress
+
+    lm = causal_lm(model.backbone)
+    device = next(model.parameters()).device
+    tokenizer = prompter.tokenizer
+    stop = NewlineStop(prompter.newline_ids(), tokenizer.eos_token_id)
+    texts: list[tuple[str, list[int]]] = [("", [])] * len(rows)
+    ends = prompter.newline_ids() | {tokenizer.eos_token_id, tokenizer.pad_token_id}
+    batches = token_budget_batches([len(r) for r in rows], batch_size, batch_size * BATCH_TOKENS_PER_ROW)
+    for index in progress(batches, "writing rationales", enabled=show_progress, unit="batch"):
+        width = max(len(rows[i]) for i in index)
+        input_ids = torch.full((len(index), width), tokenizer.pad_token_id, dtype=torch.long)
+        mask = torch.zeros_like(input_ids)
+        for row, i in enumerate(index):
+            input_ids[row, width - len(rows[i]):] = torch.as_tensor(list(rows[i]))
+            mask[row, width - len(rows[i]):] = 1
+        out = lm.generate(input_ids=input_ids.to(device), attention_mask=mask.to(device), do_sample=False,
+                          max_new_tokens=prompter.rationale_tokens, stopping_criteria=StoppingCriteriaList([stop]),
+                          eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
+        for row, i in enumerate(index):
+            ids = []
+            for token in out[row, width:].tolist():
+                if token in ends:
+                    break
+                ids.append(token)
+            texts[i] = (tokenizer.decode(ids, skip_special_tokens=True).strip(), ids)
     return texts
