@@ -396,3 +396,56 @@ def test_a_rationale_is_only_for_generative_guards():
         config.load(None, ["model.rationale=after"])
     with pytest.raises(ValueError, match="model.rationale must be one of"):
         config.load(None, ["model.kind=generative", "model.rationale=sideways"])
+
+
+def test_teacher_rationales_are_deterministic_checked_and_resume_without_duplicates(tiny_causal, tmp_path):
+    """The teacher step on a tiny causal LM: greedy twice gives the same file; a stop after the first batch and a
+    rerun give exactly the rows of one uninterrupted run, none twice; every row's check is the teacher's label
+    logits after its own rationale; the output reads back as training data with text rationales."""
+    from guardtune.cli import main
+    from guardtune.data import load
+    from guardtune.rationales import Teacher, gold, write_rationales
+
+    teacher = Teacher.load(str(tiny_causal("qwen2")))
+    rows = [dataclasses.replace(ex, id=f"ex{i}") for i, ex in enumerate(examples()[:7])]
+    whole = tmp_path / "whole.jsonl"
+    counts = write_rationales(teacher, rows, whole, max_new_tokens=8, batch_size=3, on_contradiction="flag",
+                              show_progress=False)
+    assert counts["written"] + counts["empty"] == 7 and counts["consistent"] + counts["contradicting"] == 7
+    again = tmp_path / "again.jsonl"
+    write_rationales(teacher, rows, again, max_new_tokens=8, batch_size=3, on_contradiction="flag",
+                     show_progress=False)
+    assert again.read_text() == whole.read_text()  # greedy: the same text
+
+    stopped = tmp_path / "stopped.jsonl"
+    write_rationales(teacher, rows[:3], stopped, max_new_tokens=8, batch_size=3, on_contradiction="flag",
+                     show_progress=False)  # as if stopped after the first batch
+    with stopped.open("a") as f:
+        f.write('{"id": "ex3", "prom')  # and killed mid-line
+    resumed = write_rationales(teacher, rows, stopped, max_new_tokens=8, batch_size=3, on_contradiction="flag",
+                               show_progress=False)
+    assert resumed["already"] == 3
+    lines = [json.loads(x) for x in stopped.read_text().splitlines()]
+    assert [x["id"] for x in lines] == [x["id"] for x in map(json.loads, whole.read_text().splitlines())]
+    assert stopped.read_text() == whole.read_text()
+
+    for line in lines:
+        ex = next(r for r in rows if r.id == line["id"])
+        assert line["label_shown"] is False and line["decoding"] == "greedy"
+        p = teacher.verdicts([teacher.prompt_ids(ex, False)], [line["rationale"]])[0]
+        assert line["teacher_p_harmful"] == pytest.approx(float(p), abs=1e-6)
+        assert line["consistent"] == ((p >= 0.5) == bool(gold(ex)))
+    shown = teacher.prompt_ids(rows[1], show_label=True)
+    assert "The correct verdict is: harmful" in teacher.tokenizer.decode(shown)
+
+    # dropping contradictions moves them aside, and the file is training data
+    dropped = tmp_path / "dropped.jsonl"
+    assert main(["rationales", str(tiny_causal("qwen2")), "--data", str(whole), "--out", str(dropped),
+                 "--max-new-tokens", "8", "--quiet"]) == 0
+    aside = tmp_path / "dropped.contradictions.jsonl"
+    kept = [json.loads(x) for x in dropped.read_text().splitlines()]
+    assert all(x["consistent"] is not False for x in kept)
+    assert len(kept) + len(aside.read_text().splitlines()) == 7
+    if kept:
+        data = load(str(dropped)).examples
+        assert all(isinstance(ex.rationale, str) for ex in data)

@@ -131,3 +131,43 @@ def test_accelerate_launch_two_cpu_processes(tmp_path, tiny):
     assert np.isfinite(probs[applies]).all() and np.isnan(probs[~applies]).all()
     validations = [r for r in log_lines(tmp_path / "run") if "val_loss" in r]  # both processes' shares gathered
     assert [r["step"] for r in validations] == [3, 6] and all(r["val_auprc"] is not None for r in validations)
+
+
+def test_init_from_restores_the_adapter_and_head_exactly_then_trains_on(tmp_path, tiny):
+    """Two-stage training: the second run starts from the first run's adapter and head, tensor for tensor (as
+    saved on disk), records it, and trains on from there; a different method or backbone is refused."""
+    import torch
+    from safetensors.torch import load_file
+
+    from guardtune.labels import LabelSpace
+    from guardtune.models.build import build_model, init_from
+    from guardtune.train import train
+
+    model_dir = tiny("bert")
+    first = tmp_path / "first"
+    train(config.load(write_config(tmp_path / "a.yaml", model_dir, first, max_steps=6)), show_progress=False)
+    cfg = config.load(write_config(tmp_path / "b.yaml", model_dir, tmp_path / "second", max_steps=4,
+                                   init_from=str(first)))
+    model = build_model(cfg, LabelSpace.read(first))
+    assert init_from(model, first, cfg) == ["adapter", "head"]
+    from peft.utils import load_peft_weights
+
+    saved = load_peft_weights(str(first / "adapter"))
+    params = dict(model.backbone.named_parameters())
+    for name, value in saved.items():  # peft saves without the adapter name; ours carry ".default"
+        mine = next(p for n, p in params.items() if n.replace(".default", "") == name.replace(".default", ""))
+        assert torch.equal(mine.detach(), value)
+    for name, value in load_file(str(first / "heads.safetensors")).items():
+        assert torch.equal(dict(model.head.named_parameters())[name].detach(), value)
+
+    result = train(cfg, show_progress=False)
+    records = log_lines(result.run_dir)
+    assert any(r.get("event") == "init_from" and r["restored"] == ["adapter", "head"] for r in records)
+    with pytest.raises(ValueError, match="same method"):
+        path = write_config(tmp_path / "c.yaml", model_dir, tmp_path / "third", init_from=str(first))
+        data = yaml.safe_load(path.read_text())
+        path.write_text(yaml.safe_dump({**data, "method": {"name": "full"}}))
+        other = config.load(path)
+        init_from(build_model(other, LabelSpace.read(first)), first, other)
+    with pytest.raises(FileNotFoundError, match="not a finished guardtune run"):
+        init_from(model, tmp_path, cfg)

@@ -13,6 +13,7 @@ from guardtune.commands import data as data_cmd
 from guardtune.commands import demo as demo_cmd
 from guardtune.commands import detox as detox_cmd
 from guardtune.commands import evaluate as evaluate_cmd
+from guardtune.commands import rationales as rationales_cmd
 from guardtune.commands import rewrite as rewrite_cmd
 from guardtune.commands import serve as serve_cmd
 from guardtune.commands import study as study_cmd
@@ -31,6 +32,7 @@ Start here:
   guardtune serve RUN --port 8000         an OpenAI-compatible moderation server
   guardtune chat RUN                      talk to a dual-path guard (a chat model that also guards)
   guardtune cascade fit SMALL BIG --data  a cheap guard first, the big one only for what it is unsure of
+  guardtune rationales TEACHER --data D   a teacher LM writes a checked rationale per example (resumable)
   guardtune detox                         train and evaluate the embedded default detoxifier (ParaDetox)
   guardtune rewrite RUN "text"            detoxify a text with a rewriter (or --file, resumable)
   guardtune baseline fewshot --model ID   a few-shot prompted instruct model, no training
@@ -56,6 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve_cmd.add_parser(commands)
     chat_cmd.add_parser(commands)
     cascade_cmd.add_parser(commands)
+    rationales_cmd.add_parser(commands)
     rewrite_cmd.add_parser(commands)
     study_cmd.add_parser(commands)
     data_cmd.add_parser(commands)

@@ -111,6 +111,9 @@ class TrainingConfig:
     seed: int = 42
     eval_batch_size: int = 64
     trackers: tuple[str, ...] = ()  # accelerate trackers: tensorboard, wandb, mlflow...
+    init_from: str | None = None  # a run directory to start from: its adapter (or trained backbone tensors), its
+                                  # head when the outputs match, its span head (two-stage training, e.g. labels
+                                  # and rationales first, then labels)
 
 
 @dataclass(frozen=True)

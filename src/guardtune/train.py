@@ -27,7 +27,7 @@ from guardtune.guard import Guard, Rewriter, record_kind
 from guardtune.labels import LabelSpace
 from guardtune.metrics import summary
 from guardtune.models.backbone import load_tokenizer, source as backbone_source
-from guardtune.models.build import build_model, save_weights
+from guardtune.models.build import build_model, init_from, save_weights
 
 
 @dataclass
@@ -234,6 +234,7 @@ def start(cfg: TrainConfig, resume: bool, overwrite: bool) -> Session:
     set_seed(t.seed)
     method, params = methods.get(cfg.method.name), cfg.method.build()
     model = build_model(cfg, labels, methods.Context(total_steps=total, run_dir=run))
+    initialised = init_from(model, t.init_from, cfg) if t.init_from and resume_from is None else None
     optimizer = torch.optim.AdamW(param_groups(model, t), lr=t.lr)
     scheduler = get_scheduler(t.scheduler, optimizer, num_warmup_steps=round(t.warmup_ratio * total),
                               num_training_steps=total)
@@ -241,6 +242,8 @@ def start(cfg: TrainConfig, resume: bool, overwrite: bool) -> Session:
     raw = accelerator.unwrap_model(model)
     progress, log = open_run(cfg, run, accelerator, raw, optimizer, scheduler, method, resume_from, tokenizer,
                              train_set, total)
+    if initialised is not None and log is not None:
+        _log(log, {"event": "init_from", "source": str(t.init_from), "restored": initialised})
     eval_every = t.eval_every or per_epoch
     return Session(cfg, run, accelerator, kind, tokenizer, data, train_set, val_set, epoch_batches, total,
                    eval_every, t.save_every or eval_every, method, params, model, raw, optimizer, scheduler,

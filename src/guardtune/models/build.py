@@ -113,3 +113,51 @@ def load_model(run_dir: Path, cfg: Any, merge: bool = True) -> nn.Module:
     if getattr(model, "span_head", None) is not None:
         model.span_head.load_state_dict(load_file(str(run_dir / SPAN_HEAD)))
     return model.eval()
+
+
+def init_from(model: nn.Module, source: str | Path, cfg: Any) -> list[str]:
+    """Start from another run's trained weights (`training.init_from`): its adapter (the same PEFT method) or its
+    trained backbone tensors (full / freeze), its head when the two runs have the same outputs, and its span
+    head when both have one. The backbone named must be the same. Returns what was restored."""
+    from guardtune import config as config_mod
+
+    source = Path(source)
+    if not (source / "config.yaml").is_file() or not (source / "labels.json").is_file():
+        raise FileNotFoundError(f"training.init_from: {source} is not a finished guardtune run (config.yaml, "
+                                "labels.json)")
+    before = config_mod.load(source / "config.yaml")
+    if (before.model.name, before.model.kind) != (cfg.model.name, cfg.model.kind):
+        raise ValueError(f"training.init_from: {source} is a {before.model.kind} on {before.model.name!r}; this run "
+                         f"is a {cfg.model.kind} on {cfg.model.name!r}")
+    method = methods.get(cfg.method.name)
+    if method.peft != methods.get(before.method.name).peft or (method.peft and before.method.name != cfg.method.name):
+        raise ValueError(f"training.init_from: {source} was trained with {before.method.name}; continue it with the "
+                         f"same method (this run: {cfg.method.name})")
+    if method.initial_adapter:
+        raise ValueError(f"training.init_from cannot continue {cfg.method.name}: its saved adapter is converted for "
+                         "the original base; continue with lora")
+    restored = []
+    if method.peft:
+        from peft import set_peft_model_state_dict
+        from peft.utils import load_peft_weights
+
+        result = set_peft_model_state_dict(model.backbone, load_peft_weights(str(source / ADAPTER)))
+        unexpected = list(getattr(result, "unexpected_keys", []) or [])
+        if unexpected:
+            raise ValueError(f"training.init_from: {source / ADAPTER} has tensors this adapter lacks (another rank "
+                             f"or target modules?): {unexpected[:3]}")
+        restored.append("adapter")
+    elif (source / BACKBONE).is_file():
+        state = load_file(str(source / BACKBONE))
+        unexpected = model.backbone.load_state_dict(state, strict=False).unexpected_keys
+        if unexpected:
+            raise ValueError(f"training.init_from: {source / BACKBONE} does not fit {cfg.model.name!r}: {unexpected[:3]}")
+        restored.append(f"backbone ({len(state)} tensors)")
+    same_outputs = LabelSpace.read(source).outputs == model.labels.outputs
+    if getattr(model, "head", None) is not None and (source / HEADS).is_file() and same_outputs:
+        model.head.load_state_dict(load_file(str(source / HEADS)))
+        restored.append("head")
+    if getattr(model, "span_head", None) is not None and (source / SPAN_HEAD).is_file():
+        model.span_head.load_state_dict(load_file(str(source / SPAN_HEAD)))
+        restored.append("span head")
+    return restored
