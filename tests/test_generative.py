@@ -449,3 +449,29 @@ def test_teacher_rationales_are_deterministic_checked_and_resume_without_duplica
     if kept:
         data = load(str(dropped)).examples
         assert all(isinstance(ex.rationale, str) for ex in data)
+
+
+def test_rationale_weight_mixes_the_verdict_and_rationale_losses_as_distilling_step_by_step(tiny_causal):
+    """alpha * mean CE over the verdict's tokens + (1 - alpha) * mean CE over the rationale's, by hand from the
+    LM's own logits; rows without a rationale add verdict tokens only."""
+    from guardtune.models.generative import GenEncoded
+
+    guard = guard_for(tiny_causal("qwen2"), rationale="after")
+    model: GenerativeLM = guard.model
+    model.rationale_weight = 0.3
+    rows = with_rationales()[:4]
+    encoded = GenEncoded.build(rows, guard.prompter, weighted=True)
+    batch = encoded.batch([0, 1, 2, 3], guard.prompter.tokenizer.pad_token_id)
+    batch.pop("index")
+    loss = model(**batch)
+    logits = model.backbone(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, :-1]
+    targets, flags = batch["labels"][:, 1:], batch["rationale_mask"][:, 1:]
+    answer = targets != IGNORE
+    ce = F.cross_entropy(logits[answer].float(), targets[answer], reduction="none")
+    verdict, rationale = ce[~flags[answer]], ce[flags[answer]]
+    assert len(verdict) and len(rationale)
+    assert torch.allclose(loss, 0.3 * verdict.mean() + 0.7 * rationale.mean(), atol=1e-5)
+    model.rationale_weight = None
+    assert torch.allclose(model(**batch), ce.mean(), atol=1e-5)  # off: one mean over every answer token
+    with pytest.raises(ValueError, match="rationale_weight"):
+        config.load(None, ["model.kind=generative", "model.rationale_weight=0.5"])

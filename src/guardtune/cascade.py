@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from guardtune.data.example import Example
-from guardtune.guard import Guard, GuardBase, Scores, Thresholds, record_kind, verdict
+from guardtune.guard import Guard, GuardBase, Scores, Thresholds, language_of, record_kind, verdict
 from guardtune.labels import LabelSpace
 
 Band = tuple[float, float]
@@ -95,9 +95,10 @@ class Cascade(GuardBase):
         self.decided = decided
         return Scores(self.labels, probs)
 
-    def moderate(self, prompt: str, response: str | None = None) -> dict[str, Any]:
+    def moderate(self, prompt: str, response: str | None = None, language: str | None = None) -> dict[str, Any]:
         scores = self.score([Example(prompt=prompt, response=response)])
-        return {**verdict(self, scores), "stage": int(self.decided[0]), "stage_name": self.stages[self.decided[0]].name}
+        return {**verdict(self, scores, 0, language_of(self, prompt, language)), "stage": int(self.decided[0]),
+                "stage_name": self.stages[self.decided[0]].name}
 
     def save(self, directory: str | Path, stage_paths: Sequence[str]) -> Path:
         """A cascade directory: guard.json with the stage directories (as given: absolute, or relative to this

@@ -43,6 +43,8 @@ class ModelConfig:
     rationale: str = "none"  # generative: none | after (the JSON verdict, then "Rationale: ..."; scored exactly as
                              # none) | before ("Rationale: ..." decoded greedily, then the verdict scored from logits)
     rationale_tokens: int = 64  # generative: the longest rationale generated
+    rationale_weight: float | None = None  # generative: alpha in (0, 1): alpha * verdict-token loss + (1 - alpha) *
+                                           # rationale-token loss per batch (distilling step-by-step); None: one mean
     references: str = "first"  # rewriter: train on the first reference of each item, or on each (one pair each)
     unrewritable: str = "skip"  # rewriter: a row without a rewrite is left out (skip) or trained to be copied
     max_new_tokens: int = 64  # rewriter: the longest rewrite generated
@@ -63,6 +65,9 @@ class ModelConfig:
         if self.rationale != "none" and self.kind != "generative":
             raise ValueError("model.rationale (a free-text rationale in the answer) is for generative guards; a "
                              "classifier explains with a span head (model.span_head)")
+        if self.rationale_weight is not None and (self.rationale == "none" or not 0 < self.rationale_weight < 1):
+            raise ValueError("model.rationale_weight is a number in (0, 1) and needs model.rationale before or after, "
+                             f"got {self.rationale_weight!r} with rationale {self.rationale!r}")
         if self.rationale_tokens < 1:
             raise ValueError(f"model.rationale_tokens must be positive, got {self.rationale_tokens}")
 

@@ -90,7 +90,7 @@ def run_moderate(args: argparse.Namespace) -> int:
         done, new = moderate_file(guard, Path(args.file), out, args.batch_size, key_by=args.key)
         console().print(f"{new} verdicts written, {done} already there -> {out}")
         return 0
-    result = guard.moderate(args.text, args.response, language=args.language)
+    result = guard.moderate(args.text, args.response, **({"language": args.language} if args.language else {}))
     if args.json:
         print(json.dumps(result, indent=1, ensure_ascii=False))
         return 0

@@ -77,8 +77,8 @@ class ClassifierGuard(GuardBase):
                     out[i] = char_spans(examples[i].prompt, offsets[i], probs[row, :len(ids[i])], threshold)
         return out
 
-    def moderate(self, prompt: str, response: str | None = None) -> dict[str, Any]:
-        result = super().moderate(prompt, response)
+    def moderate(self, prompt: str, response: str | None = None, language: str | None = None) -> dict[str, Any]:
+        result = super().moderate(prompt, response, language)
         if self.explains:
             result["spans"] = [{"start": a, "end": b, "text": prompt[a:b]}
                                for a, b in self.explain([Example(prompt=prompt, response=response)])[0]]

@@ -84,7 +84,7 @@ def build(cfg: Any, labels: LabelSpace, backbone: Any) -> Any:
     from guardtune.models.generative import GenerativeLM
 
     return GenerativeLM(backbone, labels, ChatFormat(labels, read_policy(cfg.model.policy, labels),
-                                                     cfg.model.rationale))
+                                                     cfg.model.rationale), cfg.model.rationale_weight)
 
 
 def encode(cfg: Any, labels: LabelSpace, tokenizer: Any, data: dict) -> tuple[Any, Any, Any]:
@@ -97,8 +97,9 @@ def encode(cfg: Any, labels: LabelSpace, tokenizer: Any, data: dict) -> tuple[An
     cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, policy=policy))
     prompter = Prompter(ChatFormat(labels, policy, cfg.model.rationale), tokenizer, cfg.model.max_length,
                         cfg.model.rationale_tokens)
-    train = GenEncoded.build(data["train"].examples, prompter)
-    validation = GenEncoded.build(data["validation"].examples, prompter) if data.get("validation") else None
+    weighted = cfg.model.rationale_weight is not None
+    train = GenEncoded.build(data["train"].examples, prompter, weighted)
+    validation = GenEncoded.build(data["validation"].examples, prompter, weighted) if data.get("validation") else None
     return cfg, train, validation
 
 

@@ -188,21 +188,29 @@ class Prompter:
     def training_ids(self, example: Example) -> tuple[list[int], list[int]]:
         """(input ids, labels): the prompt as at inference, then the answer; loss on the answer only. A rationale
         segment is trained where the example has a text rationale and masked where it has none."""
+        ids, labels, _ = self.training_row(example)
+        return ids, labels
+
+    def training_row(self, example: Example) -> tuple[list[int], list[int], list[bool]]:
+        """`training_ids`, and which positions are the rationale segment's (for `model.rationale_weight`)."""
         prompt = self.prompt_ids(example)
         layout = self.layouts[example.response is not None]
         values = self.fmt.values(example)
         answer, labels = layout.ids([values[s.output] for s in layout.slots])
+        flags = [False] * len(answer)
         text = rationale_text(example)
         if self.fmt.rationale == "before":
             segment = self.before(self.words(text))
             answer, labels = segment + answer, (segment if text else [IGNORE] * len(segment)) + labels
+            flags = [True] * len(segment) + flags
         elif self.fmt.rationale == "after":
             body, eos = answer[:-1], answer[-1]
             room = self.max_length - len(prompt) - len(answer) - len(self.marks["after"])
             segment = self.marks["after"] + self.words(text)[:max(0, room)] if text and room > 0 else []
             answer = body + segment + [eos]
             labels = labels[:-1] + segment + ([eos] if segment else [IGNORE])  # unknown: no loss on what follows
-        return prompt + answer, [IGNORE] * len(prompt) + labels
+            flags = flags[:-1] + [True] * (len(segment) + 1)
+        return prompt + answer, [IGNORE] * len(prompt) + labels, [False] * len(prompt) + flags
 
 
 def fit_conversation(render: Callable[[str, str | None], list[int]], tokenizer: Any, prompt: str,
@@ -244,12 +252,14 @@ class GenEncoded:
     input_ids: list[list[int]]
     labels: list[list[int]]
     lengths: np.ndarray
+    rationale: list[list[bool]] | None = None  # per position: a rationale token (with model.rationale_weight)
 
     @classmethod
-    def build(cls, examples: Sequence[Example], prompter: Prompter) -> GenEncoded:
-        pairs = [prompter.training_ids(ex) for ex in examples]
-        ids = [p[0] for p in pairs]
-        return cls(examples, ids, [p[1] for p in pairs], np.array([len(x) for x in ids], dtype=np.int64))
+    def build(cls, examples: Sequence[Example], prompter: Prompter, weighted: bool = False) -> GenEncoded:
+        rows = [prompter.training_row(ex) for ex in examples]
+        ids = [r[0] for r in rows]
+        return cls(examples, ids, [r[1] for r in rows], np.array([len(x) for x in ids], dtype=np.int64),
+                   [r[2] for r in rows] if weighted else None)
 
     def batch(self, index: list[int], pad_id: int, pad_to_multiple_of: int | None = None) -> dict:
         from guardtune.encoding import collate
@@ -259,6 +269,11 @@ class GenEncoded:
         for row, i in enumerate(index):
             labels[row, :len(self.labels[i])] = torch.as_tensor(self.labels[i])
         out["labels"] = labels
+        if self.rationale is not None:
+            flags = torch.zeros_like(out["input_ids"], dtype=torch.bool)
+            for row, i in enumerate(index):
+                flags[row, :len(self.rationale[i])] = torch.as_tensor(self.rationale[i])
+            out["rationale_mask"] = flags
         out["index"] = list(index)
         return out
 
@@ -271,9 +286,10 @@ def causal_lm(backbone: nn.Module) -> nn.Module:
 class GenerativeLM(GuardModule):
     """A causal LM guard in training: `forward` returns the answer-token loss."""
 
-    def __init__(self, backbone: nn.Module, labels: LabelSpace, fmt: ChatFormat):
+    def __init__(self, backbone: nn.Module, labels: LabelSpace, fmt: ChatFormat, rationale_weight: float | None = None):
         super().__init__(backbone, labels)
         self.format = fmt
+        self.rationale_weight = rationale_weight  # alpha: alpha * verdict loss + (1 - alpha) * rationale loss
 
     def hidden(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, index: list[int] | None = None,
                **kwargs: Any) -> Any:
@@ -285,14 +301,25 @@ class GenerativeLM(GuardModule):
         return causal_lm(self.backbone).get_output_embeddings()(hidden).float()
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor,
-                index: list[int] | None = None) -> torch.Tensor:
+                index: list[int] | None = None, rationale_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Cross-entropy on the answer tokens. With `rationale_weight` alpha (and the batch's rationale mask) it is
+        alpha * the verdict tokens' mean + (1 - alpha) * the rationale tokens' mean (distilling step-by-step);
+        a batch with only one of the two gets that one's mean."""
         hidden = self.hidden(input_ids, attention_mask, index, use_cache=False).last_hidden_state
         targets = labels[:, 1:]
         answer = targets != IGNORE  # the LM head runs on answer positions only
         logits = self.logits_at(hidden[:, :-1][answer])
         if logits.numel() == 0:
             return hidden.sum() * 0.0
-        return F.cross_entropy(logits, targets[answer])
+        if self.rationale_weight is None or rationale_mask is None:
+            return F.cross_entropy(logits, targets[answer])
+        losses = F.cross_entropy(logits, targets[answer], reduction="none")
+        is_rationale = rationale_mask[:, 1:][answer]
+        parts = [(self.rationale_weight, losses[~is_rationale]), (1 - self.rationale_weight, losses[is_rationale])]
+        present = [(w, x.mean()) for w, x in parts if x.numel()]
+        if len(present) == 1:
+            return present[0][1]
+        return sum(w * x for w, x in present)
 
 
 class PrefixCache:
