@@ -131,7 +131,7 @@ def test_shipped_studies_load_and_every_arm_builds_its_tiny_equivalent(path, tin
     for spec in study.test.values():
         DataSpec.parse(spec)
     for arm in study.arms:
-        run = study.run("", arm, study.candidates[0][0], study.seeds[0])
+        run = study.run(study.cells[0][0], arm, study.candidates[0][0], study.seeds[0])
         for key in ("max_steps", "epochs"):  # matched schedules
             assert run.config["training"].get(key) == study.train["training"].get(key)
         steps = run.config["training"].get("max_steps") or 100

@@ -118,7 +118,14 @@ def test_holdout_validation_is_a_grouped_tenth_of_train(tmp_path):
     val_ids = {ex.id for ex in data["validation"].examples}
     assert not train_ids & val_ids and train_ids | val_ids == {ex.id for ex in everything}
     assert not {ex.group for ex in data["train"].examples} & {ex.group for ex in data["validation"].examples}
-    assert 0.05 < len(val_ids) / len(everything) < 0.15
+    # a tenth of the groups, in expectation: the demo has only 57 template groups (its 447 training rows split by
+    # template, so no template is on both sides), too few to pin the share, so measure it on many groups
+    from guardtune.data.example import Example
+    from guardtune.data.splits import grouped_split
+    from guardtune.train import HOLDOUT
+
+    many = [Example(prompt=f"p{i}", group=f"g{i // 3}") for i in range(6000)]
+    assert 0.08 < len(grouped_split(many, "validation", cfg.training.seed, HOLDOUT)) / len(many) < 0.12
 
 
 def test_pos_weight_auto_is_negatives_over_positives_per_output(tmp_path, tiny):
