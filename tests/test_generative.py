@@ -475,3 +475,13 @@ def test_rationale_weight_mixes_the_verdict_and_rationale_losses_as_distilling_s
     assert torch.allclose(model(**batch), ce.mean(), atol=1e-5)  # off: one mean over every answer token
     with pytest.raises(ValueError, match="rationale_weight"):
         config.load(None, ["model.kind=generative", "model.rationale_weight=0.5"])
+
+
+@pytest.mark.parametrize("mode", ["before", "after"])
+def test_a_rationale_guard_passes_the_conformance_suite(tiny_causal, conformance_examples, mode):
+    """Both rationale formats are guards like any other: probabilities in range, order-independent, batched
+    like one at a time, verdicts that follow the thresholds."""
+    from guardtune.testing import check_guard
+
+    check_guard(guard_for(tiny_causal("qwen2"), labels=LabelSpace(("prompt_harmful", "response_harmful")),
+                          rationale=mode), conformance_examples)
