@@ -194,10 +194,11 @@ def _cascade(name: str, arm: dict[str, Any], arms: dict[str, Any], path: Path) -
                          "guard directories")
     resolved = []
     for stage in stages:
+        beside = Path(path).parent / stage  # a guard directory, read from the study file's folder when relative
         if stage in arms or stage == TFIDF_STAGE:
             resolved.append(stage)
-        elif (Path(path).parent / stage).is_dir() or Path(stage).is_dir():
-            resolved.append(str((Path(path).parent / stage) if (Path(path).parent / stage).is_dir() else Path(stage)))
+        elif beside.is_dir() or Path(stage).is_dir():
+            resolved.append(str(beside if beside.is_dir() else Path(stage)))
         else:
             raise ValueError(f"{where}: stage {stage!r} is neither a trained arm ({', '.join(arms)}), `tfidf`, nor a "
                              "guard directory")
