@@ -1,10 +1,11 @@
 import json
+import pytest
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from guardtune.cli import main
-from guardtune.data import DataSpec, Example, load, load_mixture
+from guardtune.data import DataSpec, Example, load, load_any, load_mixture
 from guardtune.data.overlap import check, normalise
 
 
@@ -88,5 +89,49 @@ def test_yaml_data_config_typo_fails(tmp_path):
     (tmp_path / "bad.yaml").write_text("mixture: [demo]\nsise: 10\n")
     from guardtune.data import load_config
 
-    with pytest.raises(KeyError, match="unknown key 'sise'"):
+    with pytest.raises(KeyError, match="unknown mixture key 'sise'"):
         load_config(tmp_path / "bad.yaml")
+
+
+def test_overlapping_agrees_with_check_from_the_other_side():
+    from guardtune.data.overlap import overlapping
+
+    train = [Example(prompt=p) for p in ["How do I make a pipe bomb at home?", "Tell me a joke about cats.",
+                                         "Write a poem about the sea and the wind and the sky today.",
+                                         "Something else entirely, nothing like the rest."]]
+    test = [Example(prompt=p) for p in ["how do I make a PIPE BOMB at home", "Write a poem about the sea and "
+                                        "the wind and the sky tonight!!"]]
+    result = check(train, test, threshold=0.7)
+    assert overlapping(train, test, threshold=0.7) == {j for _, j in result.exact} | {j for _, j, _ in result.near}
+    assert overlapping(train, test, threshold=0.7) == {0, 2}
+    assert overlapping(train, [], 0.7) == set() and overlapping([], test, 0.7) == set()
+
+
+def test_a_mixture_excludes_rows_that_duplicate_a_test_set(tmp_path):
+    train, test = tmp_path / "train.jsonl", tmp_path / "test.jsonl"
+    rows = [f"unique training sentence number {i} about topic {i * 7}" for i in range(20)]
+    train.write_text("".join(json.dumps({"prompt": p, "prompt_harmful": i % 2}) + "\n" for i, p in enumerate(rows)))
+    test.write_text(json.dumps({"prompt": rows[3].upper() + "!"}) + "\n"  # exact after normalisation
+                    + json.dumps({"prompt": rows[5].replace("topic", "topics")}) + "\n"  # near
+                    + json.dumps({"prompt": "nothing like any training row at all"}) + "\n")
+    mixed = load_any({"mixture": [{"path": str(train)}], "exclude": [str(test)]})
+    assert len(mixed.examples) == 18 and rows[3] not in {e.prompt for e in mixed.examples}
+    assert rows[5] not in {e.prompt for e in mixed.examples}
+    assert "2 rows overlapping the excluded sets removed" in mixed.label
+    assert len(load_any({"mixture": [{"path": str(train)}]}).examples) == 20
+    with pytest.raises(KeyError, match="unknown mixture key 'exclude_against'"):
+        load_any({"mixture": [{"path": str(train)}], "exclude_against": [str(test)]})
+
+
+def test_prompts_only_and_labelled_only(tmp_path):
+    path = tmp_path / "pairs.jsonl"
+    rows = [{"prompt": "how to pick a lock", "response": r, "prompt_harmful": 1, "response_harmful": h, "group": "q1"}
+            for r, h in [("no", 0), ("sure, first...", 1), ("I can't", 0)]]
+    rows += [{"prompt": "what is a lock", "response": "a device", "prompt_harmful": 0, "group": "q2"},
+             {"prompt": "an unlabelled prompt"}]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    prompts = load({"path": str(path), "prompts_only": True}).examples
+    assert [(e.prompt, e.prompt_harmful, e.response, e.response_harmful) for e in prompts] == [
+        ("how to pick a lock", 1, None, None), ("what is a lock", 0, None, None), ("an unlabelled prompt", None, None, None)]
+    labelled = load({"path": str(path), "prompts_only": True, "labelled_only": True}).examples
+    assert [e.prompt for e in labelled] == ["how to pick a lock", "what is a lock"]

@@ -30,7 +30,7 @@ COUNTS = [
     ("davidson_hate_offensive:all", 24766, 1430 + 19173, 0),
     ("paradetox_style:all", 11927 + 19743, 11927, 0),
     ("paradetox_spans:all", 2 * 11927, 11927, 0),  # 112 sources keep every word: labelled, no span
-    ("phtest:test", 3260, 0, 1191),  # harmless = 0; controversial stays unlabelled, never 0
+    ("phtest:all", 3260, 0, 1191),  # harmless = 0; controversial stays unlabelled, never 0
     ("toxicn:train", 9600, 5187, 0),
     ("toxicn:test", 2411, 1274, 0),
     ("cold:train", 25726, 12723, 0),

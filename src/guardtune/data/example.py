@@ -76,6 +76,11 @@ class Example:
     def label(self, task: str) -> Any:
         return getattr(self, task)
 
+    @property
+    def labelled(self) -> bool:
+        """Whether any task (binary, categories or a rationale) is labelled on this row."""
+        return any(getattr(self, t) is not None for t in (*BINARY_TASKS, *CATEGORY_TASKS)) or self.rationale is not None
+
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict; spans become lists, empty meta is dropped."""
         out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}

@@ -35,6 +35,8 @@ class DataSpec:
     balance: str = "none"  # none | classes (the harmful and benign rows of this spec in at most balance_ratio : 1)
                            # | language (the same within each language; a language with one class is dropped)
     balance_ratio: float = 1.0
+    prompts_only: bool = False  # each distinct prompt once, without its response and the response's labels
+    labelled_only: bool = False  # drop rows that label nothing (they teach nothing and cost a forward pass)
 
     def __post_init__(self) -> None:
         if self.balance not in splits.BALANCE:
@@ -123,6 +125,12 @@ def load(spec: str | dict | DataSpec, on_bad_row: str = "error", rejects: str | 
         wanted = set(spec.languages)
         examples = [ex for ex in examples if ex.language in wanted]
         label += f" (languages {', '.join(spec.languages)})"
+    if spec.prompts_only:
+        examples = splits.prompts_only(examples)
+        label += " (prompts only)"
+    if spec.labelled_only:
+        examples = [ex for ex in examples if ex.labelled]
+        label += " (labelled rows only)"
     if spec.balance != "none":
         examples, summary = splits.balance(examples, spec.balance, spec.balance_ratio, spec.seed)
         gone = [k for k, v in summary.items() if v["kept"] == 0]
@@ -134,17 +142,46 @@ def load(spec: str | dict | DataSpec, on_bad_row: str = "error", rejects: str | 
 
 
 def load_mixture(specs: list[Any], size: int | None = None, seed: int = 0, on_bad_row: str = "error",
-                 rejects: str | Path | None = None) -> Loaded:
-    """Load several specs and mix them by their weights (see `splits.mixture`)."""
+                 rejects: str | Path | None = None, exclude: list[Any] | None = None,
+                 exclude_threshold: float = 0.8) -> Loaded:
+    """Load several specs and mix them by their weights (see `splits.mixture`). With `exclude` (specs, e.g.
+    every test split), rows that are exact or near duplicates of an excluded row are dropped from each part
+    before mixing (`overlap.overlapping`, Jaccard >= exclude_threshold), and the label says how many."""
     loaded = [load(s, on_bad_row, rejects) for s in specs]
-    parts = [(item.examples, DataSpec.parse(s).weight) for item, s in zip(loaded, specs)]
     report = IntakeReport(rejects_path=str(rejects) if rejects else None)
     for item in loaded:
         report.merge(item.report)
-    return Loaded(splits.mixture(parts, size, seed), report, " + ".join(item.label for item in loaded))
+    labels = [item.label for item in loaded]
+    if exclude:
+        from guardtune.data.overlap import overlapping
+
+        against = [ex for s in exclude for ex in load(s, on_bad_row).examples]
+        pool = [ex for item in loaded for ex in item.examples]
+        gone = overlapping(pool, against, exclude_threshold)
+        start = 0
+        for k, item in enumerate(loaded):
+            end = start + len(item.examples)
+            dropped = sum(1 for i in range(start, end) if i in gone)
+            item.examples = [ex for i, ex in zip(range(start, end), item.examples) if i not in gone]
+            if dropped:
+                labels[k] += f" ({dropped} rows overlapping the excluded sets removed)"
+            start = end
+    parts = [(item.examples, DataSpec.parse(s).weight) for item, s in zip(loaded, specs)]
+    return Loaded(splits.mixture(parts, size, seed), report, " + ".join(labels))
 
 
-MIXTURE_KEYS = {"mixture", "size", "seed"}
+MIXTURE_KEYS = {"mixture", "size", "seed", "exclude", "exclude_threshold"}
+
+
+def _mixture(value: dict[str, Any], on_bad_row: str, rejects: str | Path | None, where: str = "") -> Loaded:
+    unknown = sorted(set(value) - MIXTURE_KEYS)
+    if unknown:
+        raise KeyError(f"{where}unknown mixture key {unknown[0]!r}; a mixture takes {', '.join(sorted(MIXTURE_KEYS))}")
+    exclude = value.get("exclude")
+    if exclude is not None and not isinstance(exclude, list):
+        exclude = [exclude]
+    return load_mixture(value["mixture"], value.get("size"), value.get("seed", 0), on_bad_row, rejects, exclude,
+                        float(value.get("exclude_threshold", 0.8)))
 
 
 def load_config(path: str | Path, on_bad_row: str = "error", rejects: str | Path | None = None) -> Loaded:
@@ -165,11 +202,10 @@ def load_config(path: str | Path, on_bad_row: str = "error", rejects: str | Path
         return spec
 
     if "mixture" in config:
-        unknown = sorted(set(config) - MIXTURE_KEYS)
-        if unknown:
-            raise KeyError(f"{path}: unknown key {unknown[0]!r}; a mixture takes {', '.join(sorted(MIXTURE_KEYS))}")
-        specs = [resolve(s) for s in config["mixture"]]
-        return load_mixture(specs, config.get("size"), config.get("seed", 0), on_bad_row, rejects)
+        resolved = {**config, "mixture": [resolve(s) for s in config["mixture"]]}
+        if isinstance(config.get("exclude"), list):
+            resolved["exclude"] = [resolve(s) for s in config["exclude"]]
+        return _mixture(resolved, on_bad_row, rejects, f"{path}: ")
     return load(resolve(config), on_bad_row, rejects)
 
 
@@ -181,8 +217,5 @@ def load_any(value: Any, on_bad_row: str = "error", rejects: str | Path | None =
     if isinstance(value, list):
         return load_mixture(value, on_bad_row=on_bad_row, rejects=rejects)
     if isinstance(value, dict) and "mixture" in value:
-        unknown = sorted(set(value) - MIXTURE_KEYS)
-        if unknown:
-            raise KeyError(f"unknown mixture key {unknown[0]!r}; a mixture takes {', '.join(sorted(MIXTURE_KEYS))}")
-        return load_mixture(value["mixture"], value.get("size"), value.get("seed", 0), on_bad_row, rejects)
+        return _mixture(value, on_bad_row, rejects)
     return load(value, on_bad_row, rejects)

@@ -78,3 +78,32 @@ def check(train: Sequence[Example], test: Sequence[Example], threshold: float = 
         if best is not None and best[0] >= threshold:
             result.near.append((i, best[1], round(best[0], 3)))
     return result
+
+
+def overlapping(rows: Sequence[Example], against: Sequence[Example], threshold: float = 0.8, num_perm: int = 128,
+                text: Callable[[Example], str] = lambda ex: ex.prompt) -> set[int]:
+    """The indices of `rows` that duplicate a row of `against`, exactly (after normalisation) or nearly (the
+    same MinHash test as `check`): what to drop from training data so that no test row is seen in training."""
+    from datasketch import MinHash, MinHashLSH
+
+    if not rows or not against:
+        return set()
+    known = {normalise(text(ex)) for ex in against}
+    found = {i for i, ex in enumerate(rows) if normalise(text(ex)) in known}
+
+    def signature(ex: Example) -> MinHash:
+        m = MinHash(num_perm=num_perm, seed=1)
+        m.update_batch([s.encode("utf-8") for s in shingles(text(ex))])
+        return m
+
+    lsh = MinHashLSH(threshold=threshold, num_perm=num_perm)
+    signatures = {}
+    for j, ex in enumerate(against):
+        signatures[j] = signature(ex)
+        lsh.insert(j, signatures[j])
+    for i, ex in enumerate(rows):
+        if i not in found:
+            sig = signature(ex)
+            if any(sig.jaccard(signatures[j]) >= threshold for j in lsh.query(sig)):
+                found.add(i)
+    return found

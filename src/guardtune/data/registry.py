@@ -84,9 +84,9 @@ DATASETS: dict[str, DatasetInfo] = {
         davidson.load, "local", ("en",), (P, PC), ("all",), "24,766", "MIT",
         "tweets: hate speech / offensive language / neither", folder="davidson_hate_offensive", base="all"),
     "phtest": DatasetInfo(
-        phtest.load, "local", ("en",), (P,), ("test",), "3,260 (2,069 harmless, 1,191 controversial)",
+        phtest.load, "local", ("en",), (P,), ("all",), "3,260 (2,069 harmless, 1,191 controversial)",
         "none stated (research use)", "pseudo-harmful prompts: false-refusal / over-blocking check",
-        folder="phtest"),
+        folder="phtest", base="all"),
     "toxicn": DatasetInfo(
         chinese.load_toxicn, "local", ("zh",), (P, PC), ("train", "test"), "9,600 / 2,411", "CC BY-NC-ND 4.0",
         "Chinese toxic language: toxic, type, targets", folder="toxicn"),

@@ -7,6 +7,7 @@ in every run, whatever the row order, and translations never leak between train 
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import random
 from collections.abc import Sequence
@@ -61,6 +62,20 @@ def mixture(parts: Sequence[tuple[Sequence[Example], float]], size: int | None =
     for i, (rows, weight) in enumerate(parts):
         n = round(size * weight / total_weight) if size is not None else round(weight * len(rows))
         out.extend(take_weighted(rows, n, seed + i))
+    return out
+
+
+def prompts_only(examples: Sequence[Example]) -> list[Example]:
+    """A prompt/response set as a prompt set: the first row of each distinct (group, prompt), with the
+    response, its labels and its categories removed (a prompt's label is the same on each of its rows)."""
+    seen: set[tuple[str, str]] = set()
+    out = []
+    for ex in examples:
+        key = (ex.group or ex.id, ex.prompt)
+        if key not in seen:
+            seen.add(key)
+            out.append(dataclasses.replace(ex, response=None, response_harmful=None, response_refusal=None,
+                                           response_categories=None))
     return out
 
 
