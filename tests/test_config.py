@@ -17,7 +17,7 @@ from tests.trainable import check_trainable
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPES = sorted(p for p in (ROOT / "configs").rglob("*.yaml")
-                 if not {"accelerate", "study"} & set(p.parts) and p.name != "base.yaml")
+                 if not {"accelerate", "study", "lodo"} & set(p.parts) and p.name != "base.yaml")
 
 
 def test_defaults_are_the_embedded_default_job():

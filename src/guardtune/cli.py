@@ -13,6 +13,7 @@ from guardtune.commands import data as data_cmd
 from guardtune.commands import demo as demo_cmd
 from guardtune.commands import detox as detox_cmd
 from guardtune.commands import evaluate as evaluate_cmd
+from guardtune.commands import lodo as lodo_cmd
 from guardtune.commands import rationales as rationales_cmd
 from guardtune.commands import rewrite as rewrite_cmd
 from guardtune.commands import serve as serve_cmd
@@ -37,6 +38,7 @@ Start here:
   guardtune rewrite RUN "text"            detoxify a text with a rewriter (or --file, resumable)
   guardtune baseline fewshot --model ID   a few-shot prompted instruct model, no training
   guardtune study STUDY.yaml              compare methods over seeds on matched budgets (configs/study/)
+  guardtune lodo LODO.yaml                leave-one-dataset-out: how a recipe holds up on sources it never saw
   guardtune data list                     every dataset guardtune can load, and whether it is here
   guardtune data show toxicchat_human:test --n 3
   guardtune data stats multijail          label balance per language and category
@@ -61,6 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
     rationales_cmd.add_parser(commands)
     rewrite_cmd.add_parser(commands)
     study_cmd.add_parser(commands)
+    lodo_cmd.add_parser(commands)
     data_cmd.add_parser(commands)
     return parser
 
