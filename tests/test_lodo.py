@@ -148,3 +148,16 @@ def test_a_real_leave_one_out_run_on_a_tiny_model_resumes(tmp_path, tiny):
     assert len(stamps) == 4
     lodo_mod.run_lodo(spec)  # again: nothing is redone
     assert {p: p.stat().st_mtime_ns for p in (out / "runs").glob("*/result.json")} == stamps
+
+
+def test_the_mean_counts_only_folds_every_model_finished(tmp_path):
+    spec = load_lodo(write_lodo(tmp_path))
+    y = np.array([0, 1] * 20)
+    p = np.linspace(0, 1, 40)
+    scores = {"guard": {"without-alpha": {"alpha": (y, p)}, "reference-only-alpha": {"alpha": (y, p), "beta": (y, p)}},
+              "tfidf": {"without-alpha": {"alpha": (y, 1 - p)}}}
+    table = lodo_mod.fold_table(spec, scores, 100)
+    assert [r["fold"] for r in table["folds"]] == ["alpha", "beta"] and "recipe" not in table["folds"][1]
+    assert table["mean"]["folds"] == ["alpha"]
+    assert table["mean"]["recipe"]["auprc"] == pytest.approx(table["folds"][0]["recipe"]["auprc"])
+    assert "runs unfinished" in lodo_mod.render({**lodo_mod.collect(spec), "leave_one_out": table})

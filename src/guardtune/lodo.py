@@ -287,7 +287,7 @@ def fold_table(lodo: Lodo, scores: dict, draws: int) -> dict[str, Any]:
     (AUPRC, interval, paired differences); and the mean over folds."""
     from guardtune.metrics import resample_weights
 
-    rows, per_model_draws = [], {}
+    rows, per_fold = [], []
     for k, (name, fold) in enumerate(lodo.folds.items()):
         models = {"recipe": scores.get("guard", {}).get(f"without-{name}", {}).get(name),
                   "tfidf": scores.get("tfidf", {}).get(f"without-{name}", {}).get(name)}
@@ -311,17 +311,21 @@ def fold_table(lodo: Lodo, scores: dict, draws: int) -> dict[str, Any]:
                 diff = fold_draws["recipe"] - fold_draws[model]
                 row[f"recipe-{model}"] = {"difference": row["recipe"]["auprc"] - row[model]["auprc"],
                                           "ci": _interval(diff), "p_value": _p(diff)}
-        for model, d in fold_draws.items():
-            per_model_draws.setdefault(model, []).append(d)
+        per_fold.append(fold_draws)
         rows.append(row)
-    mean: dict[str, Any] = {}
-    complete = {m: np.vstack(d) for m, d in per_model_draws.items() if len(d) == len(rows) and rows}
-    for model, stack in complete.items():
-        mean[model] = {"auprc": float(np.mean([r[model]["auprc"] for r in rows])), "ci": _interval(stack.mean(0))}
-        if model != "recipe" and "recipe" in complete:
-            diff = complete["recipe"].mean(0) - stack.mean(0)
+    # the mean over the folds where every model was scored (all of them, once every run has finished)
+    models = ["recipe", "tfidf", *lodo.references]
+    counted = [i for i, d in enumerate(per_fold) if all(m in d for m in models)]
+    mean: dict[str, Any] = {"folds": [rows[i]["fold"] for i in counted]}
+    if counted:
+        stacks = {m: np.vstack([per_fold[i][m] for i in counted]).mean(0) for m in models}
+        for model in models:
+            mean[model] = {"auprc": float(np.mean([rows[i][model]["auprc"] for i in counted])),
+                           "ci": _interval(stacks[model])}
+        for model in models[1:]:
             mean[f"recipe-{model}"] = {"difference": mean["recipe"]["auprc"] - mean[model]["auprc"],
-                                       "ci": _interval(diff), "p_value": _p(diff)}
+                                       "ci": _interval(stacks["recipe"] - stacks[model]),
+                                       "p_value": _p(stacks["recipe"] - stacks[model])}
     return {"folds": rows, "mean": mean}
 
 
@@ -409,7 +413,9 @@ def render(results: dict[str, Any]) -> str:
              *[h for r in refs for h in (r, f"recipe - {r}")]]
     lines += ["| " + " | ".join(heads) + " |", "|" + "---|" * len(heads)]
     loo = results["leave_one_out"]
-    for row in [*loo["folds"], {"fold": "**mean**", "n": None, **loo["mean"]}]:
+    every = len(loo["mean"]["folds"]) == len(loo["folds"])
+    label = "**mean**" if every else f"**mean of {', '.join(loo['mean']['folds']) or 'no fold'}** (runs unfinished)"
+    for row in [*loo["folds"], {**loo["mean"], "fold": label, "n": None}]:
         cells = [row["fold"], f"{row['n']:,} ({row['positives']:,})" if row.get("n") else "",
                  _fmt(row.get("recipe")), _fmt(row.get("tfidf")), _fmt(row.get("recipe-tfidf"), "difference", True)]
         for r in refs:
