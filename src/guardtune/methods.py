@@ -254,6 +254,21 @@ def adalora_state(model: nn.Module) -> dict:
             **{k: getattr(allocator, k) for k in ("ipt", "exp_avg_ipt", "exp_avg_unc")}}
 
 
+def adalora_pattern_from_weights(model: nn.Module) -> None:
+    """Make the saved rank pattern match the weights in the model: when the best validation step's weights are
+    restored, their pruned singular values (zero rows of lora_E) are those of that step, not of the last one, and
+    a guard saved with the last step's pattern would load back with other ranks."""
+    config = model.backbone.peft_config["default"]
+    if not config.rank_pattern:
+        return
+    params = {}
+    for name, p in model.backbone.base_model.model.named_parameters():
+        if "lora_E" in name:
+            params[name] = params[name.replace(".default", "")] = p
+    config.rank_pattern = {key: (params[key].detach() != 0).view(-1).tolist() if key in params else value
+                           for key, value in config.rank_pattern.items()}
+
+
 def load_adalora_state(model: nn.Module, state: dict) -> None:
     allocator = model.backbone.base_model.rankallocator
     model.backbone.peft_config["default"].rank_pattern = state["rank_pattern"]

@@ -375,6 +375,10 @@ def _finish(cfg, kind, accelerator, model, tokenizer, data, run, progress, log) 
     """Keep the best validation step's weights, save the guard, and report on the test split."""
     raw = accelerator.unwrap_model(model)
     best = checkpoint.load_best(run / "checkpoints", raw) if data["validation"] and not sharded(accelerator) else None
+    if best is not None and cfg.method.name == "adalora":
+        from guardtune.methods import adalora_pattern_from_weights
+
+        adalora_pattern_from_weights(raw)  # the restored step's ranks, not the last step's
     state = accelerator.get_state_dict(model) if sharded(accelerator) else None  # gathers shards; all take part
     test = guard = None
     if accelerator.is_main_process:
