@@ -268,8 +268,10 @@ def fpr_at_recall(p_harmful: np.ndarray, p_harmless: np.ndarray, recall: float) 
 
 
 def _interval(draws: np.ndarray) -> list[float] | None:
-    ok = draws[~np.isnan(draws)]
-    return [float(np.percentile(ok, 2.5)), float(np.percentile(ok, 97.5))] if len(ok) >= len(draws) / 2 else None
+    from guardtune.metrics import percentile_interval
+
+    found = percentile_interval(draws)
+    return list(found) if found else None
 
 
 def _auprc(y: np.ndarray, p: np.ndarray, W: np.ndarray) -> np.ndarray:
@@ -330,8 +332,9 @@ def fold_table(lodo: Lodo, scores: dict, draws: int) -> dict[str, Any]:
 
 
 def _p(diff: np.ndarray) -> float | None:
-    ok = diff[~np.isnan(diff)]
-    return float(min(1.0, 2 * min((ok <= 0).mean(), (ok >= 0).mean()))) if len(ok) else None
+    from guardtune.study.stats import p_value
+
+    return p_value(diff)
 
 
 def over_refusal_table(lodo: Lodo, scores: dict, draws: int) -> list[dict[str, Any]]:
