@@ -32,6 +32,41 @@ def test_label_space_from_examples_and_targets_mask_what_is_unknown():
         LabelSpace.from_examples([Example("x")])
 
 
+def test_a_mixture_of_taxonomies_knows_each_harmful_row_only_within_its_sources_categories():
+    examples = [
+        Example("a", prompt_harmful=1, prompt_categories=("S1",), source="mapped"),
+        Example("b", prompt_harmful=1, prompt_categories=("S2",), source="mapped"),
+        Example("c", prompt_harmful=1, prompt_categories=("Goal_Hijacking",), source="native"),
+        Example("d", prompt_harmful=1, prompt_categories=(), source="native"),  # harmful, no category of its own
+        Example("e", prompt_harmful=0, source="native"),  # safe: no category applies, in any taxonomy
+        Example("f", prompt_harmful=1, prompt_categories=("S2",), source="unseen"),
+    ]
+    labels = LabelSpace.from_examples(examples[:5])
+    assert labels.outputs == ("prompt_harmful", "prompt_categories/S1", "prompt_categories/S2",
+                              "prompt_categories/Goal_Hijacking")
+    assert labels.scope("prompt_categories", "mapped") == {"S1", "S2"}
+    assert labels.scope("prompt_categories", "native") == {"Goal_Hijacking"}
+    y, known = labels.targets(examples)
+    # by hand: a mapped row is no Goal_Hijacking negative, a native row no S1/S2 negative; a source the guard
+    # never trained on keeps every category known
+    assert y.tolist() == [[1, 1, 0, 0], [1, 0, 1, 0], [1, 0, 0, 1], [1, 0, 0, 0], [0, 0, 0, 0], [1, 0, 1, 0]]
+    assert known.tolist() == [[True, True, True, False], [True, True, True, False],
+                              [True, False, False, True], [True, False, False, True],
+                              [True, True, True, True], [True, True, True, True]]
+    assert LabelSpace.from_dict(labels.to_dict()) == labels
+    # one source alone: its categories are the whole label space, no scopes are kept (labels.json unchanged)
+    assert LabelSpace.from_examples(examples[:2]).scopes == ()
+    assert "scopes" not in LabelSpace.from_examples(examples[:2]).to_dict()
+
+
+@pytest.mark.parametrize("data", [[], {"tasks": "prompt_harmful"}, {"tasks": ["prompt_harmful"], "scopes": [1]},
+                                  {"tasks": ["prompt_harmful"], "scopes": [{"field": "x", "source": "s"}]},
+                                  {"tasks": ["prompt_harmful"], "prompt_categories": [1]}])
+def test_a_hostile_labels_file_is_a_clear_error(data):
+    with pytest.raises(ValueError, match="labels"):
+        LabelSpace.from_dict(data)
+
+
 def test_masked_loss_ignores_unlabelled_cells():
     logits = torch.tensor([[2.0, -1.0], [0.5, 3.0]], requires_grad=True)
     targets = torch.tensor([[1.0, 0.0], [0.0, 1.0]])

@@ -47,7 +47,7 @@ def shared_labels(stages: Sequence[Guard]) -> LabelSpace:
         raise ValueError(f"the stages share no task ({[list(s.labels.tasks) for s in stages]}); a cascade decides on "
                          "the tasks all its stages have")
     return LabelSpace(tasks, keep(last.prompt_categories, "prompt_categories/"),
-                      keep(last.response_categories, "response_categories/"))
+                      keep(last.response_categories, "response_categories/"), last.scopes)
 
 
 class Cascade(GuardBase):

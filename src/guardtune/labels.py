@@ -7,6 +7,13 @@ an output for a task only when its training data labels that task, and for the c
 Missing labels are masked, never guessed, with one exception that is not a guess: a prompt (response)
 labelled safe violates no category, so its category targets are all 0 even when the source gives no
 category column.
+
+Sources name categories in their own taxonomies (S1-S14 where guardtune can map them, the source's own names
+where it cannot), and a harmful row says nothing about a category its source never assigns: XSafety's
+`Goal_Hijacking` row is not an S1 negative, nor is a HarmBench row a `Goal_Hijacking` negative. So when the
+training data mixes sources that label categories, the label space keeps each source's `scope` (the categories
+its rows use), and a harmful row's category targets are known only within its source's scope. A row from a
+source outside the scopes (a test set the guard never trained on) keeps every category known.
 """
 
 from __future__ import annotations
@@ -35,6 +42,8 @@ class LabelSpace:
     tasks: tuple[str, ...]
     prompt_categories: tuple[str, ...] = ()
     response_categories: tuple[str, ...] = ()
+    # (field, source, the categories that source assigns), only for fields that several sources label
+    scopes: tuple[tuple[str, str, tuple[str, ...]], ...] = ()
 
     def __post_init__(self) -> None:
         unknown = set(self.tasks) - set(BINARY_TASKS)
@@ -58,6 +67,13 @@ class LabelSpace:
     def categories(self, field: str) -> tuple[str, ...]:
         return getattr(self, field)
 
+    def scope(self, field: str, source: str) -> frozenset[str] | None:
+        """The categories of `field` that `source` assigns, or None where every category is known for it."""
+        for f, src, codes in self.scopes:
+            if f == field and src == source:
+                return frozenset(codes)
+        return None
+
     def index(self, output: str) -> int:
         try:
             return self.outputs.index(output)
@@ -69,7 +85,15 @@ class LabelSpace:
         tasks = tuple(t for t in BINARY_TASKS if any(ex.label(t) is not None for ex in examples))
         cats = {field: sorted({c for ex in examples for c in (getattr(ex, field) or ())}, key=category_order)
                 for field in CATEGORY_FIELDS}
-        return cls(tasks, tuple(cats["prompt_categories"]), tuple(cats["response_categories"]))
+        scopes = []
+        for field in CATEGORY_FIELDS:
+            used: dict[str, set[str]] = {}
+            for ex in examples:
+                if getattr(ex, field):
+                    used.setdefault(ex.source, set()).update(getattr(ex, field))
+            if len(used) > 1:
+                scopes += [(field, src, tuple(sorted(codes, key=category_order))) for src, codes in sorted(used.items())]
+        return cls(tasks, tuple(cats["prompt_categories"]), tuple(cats["response_categories"]), tuple(scopes))
 
     def targets(self, examples: Sequence[Example]) -> tuple[np.ndarray, np.ndarray]:
         """(targets, mask), both [n_examples, n_outputs]; mask is False where the label is unknown."""
@@ -85,20 +109,38 @@ class LabelSpace:
                 codes = self.categories(field)
                 present = getattr(ex, field)
                 labelled = present is not None or ex.label(task) == 0
+                scope = self.scope(field, ex.source) if ex.label(task) != 0 else None
                 for offset, code in enumerate(codes):
-                    known[row, col + offset] = labelled
-                    y[row, col + offset] = float(present is not None and code in present)
+                    hit = present is not None and code in present
+                    known[row, col + offset] = labelled and (scope is None or code in scope or hit)
+                    y[row, col + offset] = float(hit)
                 col += len(codes)
         return y, known
 
     def to_dict(self) -> dict[str, Any]:
-        return {"tasks": list(self.tasks), "prompt_categories": list(self.prompt_categories),
-                "response_categories": list(self.response_categories)}
+        out: dict[str, Any] = {"tasks": list(self.tasks), "prompt_categories": list(self.prompt_categories),
+                               "response_categories": list(self.response_categories)}
+        if self.scopes:
+            out["scopes"] = [{"field": f, "source": src, "categories": list(codes)} for f, src, codes in self.scopes]
+        return out
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> LabelSpace:
-        return cls(tuple(data["tasks"]), tuple(data.get("prompt_categories", ())),
-                   tuple(data.get("response_categories", ())))
+        def texts(value: Any, what: str) -> tuple[str, ...]:
+            if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+                raise ValueError(f"labels: {what} must be a list of names, got {value!r:.80}")
+            return tuple(value)
+
+        if not isinstance(data, dict):
+            raise ValueError(f"labels: expected an object, got {type(data).__name__}")
+        scopes = data.get("scopes", [])
+        if not isinstance(scopes, list) or not all(
+                isinstance(s, dict) and s.get("field") in CATEGORY_FIELDS and isinstance(s.get("source"), str)
+                for s in scopes):
+            raise ValueError("labels: scopes must be a list of {field, source, categories}")
+        return cls(texts(data.get("tasks"), "tasks"), texts(data.get("prompt_categories", []), "prompt_categories"),
+                   texts(data.get("response_categories", []), "response_categories"),
+                   tuple((s["field"], s["source"], texts(s.get("categories"), "a scope's categories")) for s in scopes))
 
     FILE = "labels.json"  # in every guard directory: the outputs, in the order the guard scores them
 
