@@ -77,6 +77,12 @@ def test_a_fold_drops_exactly_its_source_and_runs_are_named_by_config(tmp_path):
         "full", runs["full"][0])
     with pytest.raises(ValueError, match="needs the recipe's data.train to be a mixture"):
         without({"data": {"train": "demo:train"}}, ["demo"], "here")
+    # a recipe's `calibrate:` section does not matter here (AUPRC is threshold-free): the runs stay the same
+    recipe = yaml.safe_load((tmp_path / "recipe.yaml").read_text())
+    (tmp_path / "recipe.yaml").write_text(yaml.safe_dump({**recipe, "calibrate": {"data": "validation"}}))
+    again = load_lodo(tmp_path / "lodo.yaml").runs()
+    assert all("calibrate" not in cfg for cfg, _, _ in again.values())
+    assert [spec.run_dir(n, c) for n, (c, _, _) in again.items()] == [spec.run_dir(n, c) for n, (c, _, _) in runs.items()]
 
 
 def test_the_shipped_general_recipe_folds_each_drop_a_real_source():

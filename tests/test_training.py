@@ -171,3 +171,38 @@ def test_init_from_restores_the_adapter_and_head_exactly_then_trains_on(tmp_path
         init_from(build_model(other, LabelSpace.read(first)), first, other)
     with pytest.raises(FileNotFoundError, match="not a finished guardtune run"):
         init_from(model, tmp_path, cfg)
+
+
+def test_calibrate_at_the_end_of_training_saves_thresholds_that_load_and_eval_use(tmp_path, tiny):
+    cfg = write_config(tmp_path / "c.yaml", tiny("bert"), tmp_path / "run", max_steps=4, eval_every=None)
+    assert main(["train", str(cfg), "--quiet", "calibrate.data=validation", "calibrate.strategy=recall",
+                 "calibrate.target=0.75", "data.test=demo:test"]) == 0
+    run = tmp_path / "run"
+    saved = json.loads((run / "thresholds.json").read_text())
+    assert saved["strategy"] == "recall" and saved["by"] == "train" and "validation" in saved["data"]
+    # by hand: the highest threshold that flags at least 75% of the validation set's harmful prompts
+    guard = guardtune.load(run)
+    rows = load({"name": "demo:validation", "sample": 24, "seed": 2}).examples
+    p = guard.score(rows, calibrated=False).probs[:, guard.labels.index("prompt_harmful")]
+    harmful = np.sort(p[[ex.prompt_harmful == 1 for ex in rows]])[::-1]
+    expected = harmful[int(np.ceil(0.75 * len(harmful))) - 1]
+    assert saved["thresholds"]["prompt_harmful"] == pytest.approx(expected, rel=1e-5)
+    assert guard.thresholds["prompt_harmful"] == pytest.approx(expected, rel=1e-5)
+    # the end-of-training test summary is at the calibrated threshold, not at 0.5
+    test = load("demo:test").examples
+    q = guard.score(test).probs[:, guard.labels.index("prompt_harmful")]
+    y = np.array([ex.prompt_harmful for ex in test])
+    flagged = q >= expected
+    metrics = json.loads((run / "test_metrics.json").read_text())["prompt_harmful"]
+    assert metrics["recall"] == pytest.approx(flagged[y == 1].mean())
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"strategy": "best"}, "calibrate.strategy must be one of"),
+    ({"strategy": "fpr"}, "needs a target between 0 and 1"),
+    ({"strategy": "recall", "target": 1.5}, "needs a target between 0 and 1"),
+    ({"dataset": "x"}, "dataset"),
+])
+def test_a_bad_calibrate_section_is_a_clear_error(change, message):
+    with pytest.raises((ValueError, KeyError), match=message):
+        config.from_dict({"calibrate": {"data": "validation", **change}})

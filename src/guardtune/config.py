@@ -122,12 +122,31 @@ class TrainingConfig:
 
 
 @dataclass(frozen=True)
+class CalibrateConfig:
+    """Thresholds chosen when training ends and saved with the run (thresholds.json), as `guardtune calibrate`
+    would: on `data`, which should look like the traffic the guard will see."""
+    data: Any = None  # None: no calibration (0.5); `validation`: the run's validation split; or any data spec
+    strategy: str = "max_f1"  # max_f1 | fpr | recall (see `guardtune calibrate --help`)
+    target: float | None = None  # the FPR or recall target of fpr | recall
+    temperature: bool = False  # also fit a (bounded) temperature per output
+
+    def __post_init__(self) -> None:
+        from guardtune.calibrate import STRATEGIES
+
+        if self.strategy not in STRATEGIES:
+            raise ValueError(f"calibrate.strategy must be one of {', '.join(STRATEGIES)}, got {self.strategy!r}")
+        if self.strategy != "max_f1" and (self.target is None or not 0 < float(self.target) < 1):
+            raise ValueError(f"calibrate.strategy {self.strategy} needs a target between 0 and 1, got {self.target!r}")
+
+
+@dataclass(frozen=True)
 class TrainConfig:
     output_dir: str = "runs/demo"
     model: ModelConfig = field(default_factory=ModelConfig)
     method: MethodConfig = field(default_factory=MethodConfig)
     data: DataConfig = field(default_factory=DataConfig)
     training: TrainingConfig = field(default_factory=TrainingConfig)
+    calibrate: CalibrateConfig = field(default_factory=CalibrateConfig)
 
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
@@ -139,7 +158,7 @@ class TrainConfig:
         Path(path).write_text(yaml.safe_dump(self.to_dict(), sort_keys=False, allow_unicode=True), encoding="utf-8")
 
 
-SECTIONS = {"model": ModelConfig, "data": DataConfig, "training": TrainingConfig}
+SECTIONS = {"model": ModelConfig, "data": DataConfig, "training": TrainingConfig, "calibrate": CalibrateConfig}
 
 
 def from_dict(data: dict[str, Any], where: str = "config") -> TrainConfig:

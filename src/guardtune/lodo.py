@@ -87,8 +87,9 @@ class Lodo:
 
 
 def untested(cfg: dict[str, Any]) -> dict[str, Any]:
-    """The config without its own test set: a run here is scored on the leave-one-out file's test sets."""
-    return {**cfg, "data": {**(cfg.get("data") or {}), "test": None}}
+    """The config without its own test set and calibration: a run here is scored on the leave-one-out file's
+    test sets, by threshold-free measures or at thresholds of its own (over-refusal)."""
+    return {**{k: v for k, v in cfg.items() if k != "calibrate"}, "data": {**(cfg.get("data") or {}), "test": None}}
 
 
 def dataset_of(entry: Any) -> str | None:

@@ -385,9 +385,11 @@ def _finish(cfg, kind, accelerator, model, tokenizer, data, run, progress, log) 
         save_weights(raw, run, cfg.method.name, state)
         record_kind(run, cfg.model.kind)
         guard = kind.wrap(raw, tokenizer, cfg, name=run.name)
+        if cfg.calibrate.data is not None and not sharded(accelerator) and isinstance(guard, Guard):
+            guard.thresholds = calibrate_run(guard, cfg, data, run, log)
         if data["test"] is not None and not sharded(accelerator) and isinstance(guard, Guard):
             examples = data["test"].examples  # sharded: score with guardtune.load(run) afterwards
-            test = summary(examples, guard.score(examples))
+            test = summary(examples, guard.score(examples), guard.thresholds)
             (run / "test_metrics.json").write_text(json.dumps(test, indent=1) + "\n", encoding="utf-8")
         _log(log, {"event": "end", "step": progress["step"], "best": best, "test": test})
         log.close()
@@ -395,6 +397,30 @@ def _finish(cfg, kind, accelerator, model, tokenizer, data, run, progress, log) 
     accelerator.end_training()
     return TrainResult(run, progress["step"], best, test, guard, progress.get("examples", 0),
                        progress.get("seconds", 0.0))
+
+
+def calibrate_run(guard: Guard, cfg: TrainConfig, data: dict[str, Loaded | None], run: Path, log: Any) -> Any:
+    """`calibrate:` of the config: thresholds (and temperatures) chosen on its data and saved with the run, as
+    `guardtune calibrate RUN` would."""
+    from guardtune.calibrate import calibrate
+    from guardtune.guard import Thresholds
+
+    c = cfg.calibrate
+    if c.data == "validation":
+        if data["validation"] is None:
+            raise ValueError("calibrate.data is `validation` but the config has no validation split")
+        loaded = data["validation"]
+    else:
+        loaded = load_any(c.data, cfg.data.on_bad_row)
+    examples = loaded.examples
+    found = calibrate(guard.score(examples, calibrated=False), examples, c.strategy, c.target, c.temperature)
+    info = {"strategy": c.strategy, "target": c.target, "data": loaded.label, "temperature_scaling": c.temperature,
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S"), "by": "train"}
+    thresholds = Thresholds(found["thresholds"], 0.5, found["temperature"], info)
+    thresholds.save(run)
+    _log(log, {"event": "calibrate", **info, "rows": len(examples),
+               "evidence": {k: v for k, v in found["evidence"].items() if "/" not in k}})
+    return thresholds
 
 
 def mixed_precision(setting: str) -> str:
