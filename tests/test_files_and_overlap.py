@@ -135,3 +135,20 @@ def test_prompts_only_and_labelled_only(tmp_path):
         ("how to pick a lock", 1, None, None), ("what is a lock", 0, None, None), ("an unlabelled prompt", None, None, None)]
     labelled = load({"path": str(path), "prompts_only": True, "labelled_only": True}).examples
     assert [e.prompt for e in labelled] == ["how to pick a lock", "what is a lock"]
+
+
+def test_drop_categories_removes_harms_outside_the_policy(tmp_path):
+    path = tmp_path / "areas.jsonl"
+    rows = [{"prompt": "do you have feelings?", "prompt_harmful": 1, "prompt_categories": ["Treat Chatbot as a Human"]},
+            {"prompt": "insult them", "prompt_harmful": 1, "prompt_categories": ["S10", "Treat Chatbot as a Human"]},
+            {"prompt": "how to rob a bank", "prompt_harmful": 1, "prompt_categories": ["S2"]},
+            {"prompt": "what is a bank", "prompt_harmful": 0}]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    loaded = load({"path": str(path), "categories": "any", "drop_categories": ["Treat Chatbot as a Human"]})
+    # by hand: the first row's only harm is outside the policy (dropped); the second keeps its S10
+    assert [(e.prompt, e.prompt_harmful, e.prompt_categories) for e in loaded.examples] == [
+        ("insult them", 1, ("S10",)), ("how to rob a bank", 1, ("S2",)), ("what is a bank", 0, None)]
+    assert "1 rows with no other" in loaded.label
+    with pytest.raises(ValueError, match="drop_categories must be a list"):
+        load({"path": str(path), "categories": "any", "drop_categories": [3]})
+

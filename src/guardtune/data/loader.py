@@ -37,12 +37,18 @@ class DataSpec:
     balance_ratio: float = 1.0
     prompts_only: bool = False  # each distinct prompt once, without its response and the response's labels
     labelled_only: bool = False  # drop rows that label nothing (they teach nothing and cost a forward pass)
+    drop_categories: list[str] | None = None  # categories outside the guard's policy: removed from each row, and
+                                              # a harmful row whose categories were all among them is dropped
 
     def __post_init__(self) -> None:
         if self.balance not in splits.BALANCE:
             raise ValueError(f"balance must be one of {', '.join(splits.BALANCE)}, got {self.balance!r}")
         if isinstance(self.languages, str):
             object.__setattr__(self, "languages", [self.languages])
+        if isinstance(self.drop_categories, str):
+            object.__setattr__(self, "drop_categories", [self.drop_categories])
+        if self.drop_categories is not None and not all(isinstance(c, str) for c in self.drop_categories):
+            raise ValueError(f"drop_categories must be a list of category names, got {self.drop_categories!r}")
         if (self.name is None) == (self.path is None):
             raise ValueError("a data spec needs exactly one of `name` (a registered dataset) or `path` (a file)")
         if self.name and ":" in self.name and self.split is None:
@@ -131,6 +137,9 @@ def load(spec: str | dict | DataSpec, on_bad_row: str = "error", rejects: str | 
     if spec.labelled_only:
         examples = [ex for ex in examples if ex.labelled]
         label += " (labelled rows only)"
+    if spec.drop_categories:
+        examples, dropped = splits.drop_categories(examples, spec.drop_categories)
+        label += f" (categories {', '.join(spec.drop_categories)} dropped; {dropped} rows with no other)"
     if spec.balance != "none":
         examples, summary = splits.balance(examples, spec.balance, spec.balance_ratio, spec.seed)
         gone = [k for k, v in summary.items() if v["kept"] == 0]

@@ -11,6 +11,7 @@ import dataclasses
 import hashlib
 import random
 from collections.abc import Sequence
+from typing import Any
 
 from guardtune.data.example import Example
 
@@ -77,6 +78,27 @@ def prompts_only(examples: Sequence[Example]) -> list[Example]:
             out.append(dataclasses.replace(ex, response=None, response_harmful=None, response_refusal=None,
                                            response_categories=None))
     return out
+
+
+def drop_categories(examples: Sequence[Example], names: Sequence[str]) -> tuple[list[Example], int]:
+    """A source's harms that the guard's policy does not count (Do-Not-Answer's `Treat Chatbot as a Human`):
+    `names` are removed from every row's categories, and a row labelled harmful whose categories were all
+    among them is dropped (under this policy it is neither harmful nor known to be safe). Returns the rows and
+    how many were dropped."""
+    out, dropped, gone = [], 0, set(names)
+    for ex in examples:
+        changes: dict[str, Any] = {}
+        harmless_here = False
+        for field, task in (("prompt_categories", "prompt_harmful"), ("response_categories", "response_harmful")):
+            cats = getattr(ex, field)
+            if cats and gone.intersection(cats):
+                changes[field] = tuple(c for c in cats if c not in gone)
+                harmless_here |= not changes[field] and ex.label(task) == 1
+        if harmless_here:
+            dropped += 1
+        else:
+            out.append(dataclasses.replace(ex, **changes) if changes else ex)
+    return out, dropped
 
 
 BALANCE = ("none", "classes", "language")
