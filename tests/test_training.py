@@ -173,10 +173,11 @@ def test_init_from_restores_the_adapter_and_head_exactly_then_trains_on(tmp_path
         init_from(model, tmp_path, cfg)
 
 
-def test_calibrate_at_the_end_of_training_saves_thresholds_that_load_and_eval_use(tmp_path, tiny):
+def test_calibrate_at_the_end_of_training_saves_thresholds_that_load_and_eval_use(tmp_path, tiny, capsys):
     cfg = write_config(tmp_path / "c.yaml", tiny("bert"), tmp_path / "run", max_steps=4, eval_every=None)
     assert main(["train", str(cfg), "--quiet", "calibrate.data=validation", "calibrate.strategy=recall",
                  "calibrate.target=0.75", "data.test=demo:test"]) == 0
+    assert "thresholds calibrated when training ended" in capsys.readouterr().out
     run = tmp_path / "run"
     saved = json.loads((run / "thresholds.json").read_text())
     assert saved["strategy"] == "recall" and saved["by"] == "train" and "validation" in saved["data"]

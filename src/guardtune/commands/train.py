@@ -66,7 +66,10 @@ def print_result(result) -> None:
         binary = {k: m for k, m in result.test.items() if "auprc" in m}
         rows = [(task, m["n"], m["positives"], _f(m["auprc"]), _f(m["roc_auc"]), _f(m["f1"]), _f(m["precision"]),
                  _f(m["recall"]), _f(m["fpr"])) for task, m in binary.items()]
-        out.print(table("test split, threshold 0.5 (F1 = positive-class F1)",
+        thresholds = getattr(result.guard, "thresholds", None)
+        calibrated = thresholds is not None and thresholds.calibrated
+        at = "the thresholds calibrated when training ended (thresholds.json)" if calibrated else "threshold 0.5"
+        out.print(table(f"test split, {at} (F1 = positive-class F1)",
                         ["task", "n", "pos", "AUPRC", "ROC-AUC", "F1", "prec", "recall", "FPR"], rows))
         for task, m in result.test.items():
             if "jaccard" in m:
