@@ -1,3 +1,4 @@
+import json
 import subprocess
 import sys
 from collections import Counter
@@ -58,3 +59,6 @@ def test_demo_command_trains_and_prints_metrics(capsys, tmp_path, tiny):
         assert main(["demo", *settings]) == 0
         out = capsys.readouterr().out
         assert "trained 3 steps" in out and "AUPRC" in out and "prompt_harmful" in out
+        assert "thresholds chosen on demo:validation by max_f1 for each" in " ".join(out.split())
+    saved = json.loads((tmp_path / "demo" / "thresholds.json").read_text())  # the guard's, chosen on validation
+    assert saved["data"] == "demo:validation" and "prompt_harmful" in saved["thresholds"]

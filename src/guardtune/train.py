@@ -399,26 +399,35 @@ def _finish(cfg, kind, accelerator, model, tokenizer, data, run, progress, log) 
                        progress.get("seconds", 0.0))
 
 
-def calibrate_run(guard: Guard, cfg: TrainConfig, data: dict[str, Loaded | None], run: Path, log: Any) -> Any:
-    """`calibrate:` of the config: thresholds (and temperatures) chosen on its data and saved with the run, as
-    `guardtune calibrate RUN` would."""
+def calibration_data(cfg: TrainConfig, data: dict[str, Loaded | None]) -> Loaded:
+    """The rows `calibrate.data` names: the run's validation split, or any data spec."""
+    if cfg.calibrate.data == "validation":
+        if data["validation"] is None:
+            raise ValueError("calibrate.data is `validation` but the config has no validation split")
+        return data["validation"]
+    return load_any(cfg.calibrate.data, cfg.data.on_bad_row)
+
+
+def fit_thresholds(guard: Any, cfg: TrainConfig, loaded: Loaded) -> tuple[Any, dict[str, Any]]:
+    """Thresholds (and temperatures) for any guard by the config's `calibrate:` strategy on `loaded`'s rows,
+    and the calibration evidence."""
     from guardtune.calibrate import calibrate
     from guardtune.guard import Thresholds
 
-    c = cfg.calibrate
-    if c.data == "validation":
-        if data["validation"] is None:
-            raise ValueError("calibrate.data is `validation` but the config has no validation split")
-        loaded = data["validation"]
-    else:
-        loaded = load_any(c.data, cfg.data.on_bad_row)
-    examples = loaded.examples
+    c, examples = cfg.calibrate, loaded.examples
     found = calibrate(guard.score(examples, calibrated=False), examples, c.strategy, c.target, c.temperature)
     info = {"strategy": c.strategy, "target": c.target, "data": loaded.label, "temperature_scaling": c.temperature,
             "created": time.strftime("%Y-%m-%dT%H:%M:%S"), "by": "train"}
-    thresholds = Thresholds(found["thresholds"], 0.5, found["temperature"], info)
+    return Thresholds(found["thresholds"], 0.5, found["temperature"], info), found
+
+
+def calibrate_run(guard: Guard, cfg: TrainConfig, data: dict[str, Loaded | None], run: Path, log: Any) -> Any:
+    """`calibrate:` of the config: thresholds (and temperatures) chosen on its data and saved with the run, as
+    `guardtune calibrate RUN` would."""
+    loaded = calibration_data(cfg, data)
+    thresholds, found = fit_thresholds(guard, cfg, loaded)
     thresholds.save(run)
-    _log(log, {"event": "calibrate", **info, "rows": len(examples),
+    _log(log, {"event": "calibrate", **thresholds.info, "rows": len(loaded.examples),
                "evidence": {k: v for k, v in found["evidence"].items() if "/" not in k}})
     return thresholds
 

@@ -7,7 +7,9 @@ multilingual demo set, keeps the best validation step, and prints metrics on the
 
 Then a TF-IDF + logistic regression baseline trained on the same rows is scored on the same test rows, and the
 two are printed side by side with 95% bootstrap intervals and the paired difference: a number means something
-only beside what a simple baseline gets. The demo's test prompts come from templates its training split never
+only beside what a simple baseline gets. Each one's thresholds are chosen on the demo's validation split (best
+F1; the guard's are saved with the run as thresholds.json), so F1 compares the two at thresholds of their own;
+`calibrate.data=null` compares them at 0.5. The demo's test prompts come from templates its training split never
 saw (`guardtune data check demo:train demo:test` finds no duplicates).
 """
 
@@ -30,7 +32,7 @@ def run(args: argparse.Namespace) -> int:
     from guardtune.train import train
     from guardtune.ui import console
 
-    cfg = config.load(None, ["output_dir=runs/demo", *args.settings])
+    cfg = config.load(None, ["output_dir=runs/demo", "calibrate.data=validation", *args.settings])
     console().print(f"[bold]guardtune demo[/bold]: {cfg.model.name} + {cfg.method.name} on the embedded demo set "
                     f"-> {cfg.output_dir}")
     result = train(cfg, overwrite=True, show_progress=not args.quiet)
@@ -47,24 +49,31 @@ def side_by_side(cfg, run_dir) -> None:
     from guardtune.data import load_any
     from guardtune.evaluate import compare, evaluate_set
     from guardtune.report import fmt
-    from guardtune.train import read_data
+    from guardtune.train import calibration_data, fit_thresholds, read_data
     from guardtune.ui import console, table
 
     data = read_data(cfg, run_dir)
     test = load_any(cfg.data.test).examples
+    tfidf = TfidfGuard(name="tfidf").fit(data["train"].examples)
+    at = "threshold 0.5"
+    if cfg.calibrate.data is not None:  # the baseline's thresholds are chosen as the guard's were, on the same rows
+        loaded = calibration_data(cfg, data)
+        tfidf.thresholds = fit_thresholds(tfidf, cfg, loaded)[0]
+        at = f"thresholds chosen on {loaded.label} by {cfg.calibrate.strategy} for each"
     guards = {"MiniLM guard" if "MiniLM" in cfg.model.name else cfg.model.name: guardtune.load(run_dir),
-              "TF-IDF baseline": TfidfGuard(name="tfidf").fit(data["train"].examples)}
+              "TF-IDF baseline": tfidf}
     results = {name: evaluate_set(g, test, n_boot=1000, show_progress=False) for name, g in guards.items()}
     (first, (a_res, a_arr)), (second, (b_res, b_arr)) = results.items()
     paired = compare(a_arr, b_arr)
     rows = []
     for task in a_res["tasks"]:
         for name, (res, _) in results.items():
-            m, ci = res["tasks"][task]["at_0.5"], res["tasks"][task]["ci95"]
+            entry = res["tasks"][task]
+            m, ci = entry.get("at_calibrated", entry["at_0.5"]), entry["ci95"]  # ci95 is at the guard's threshold
             rows.append((task, name, fmt(m["auprc"], ci.get("auprc")), fmt(m["roc_auc"], ci.get("roc_auc")),
                          fmt(m["f1"], ci.get("f1"))))
         if task in paired and paired[task]["auprc"]["difference"] is not None:
             d = paired[task]["auprc"]
             rows.append((task, f"{second} - {first}", fmt(d["difference"], d["ci"]), "", f"p = {fmt(d['p_value'])}"))
-    console().print(table(f"the guard beside a TF-IDF baseline on the same {len(test)} test rows (threshold 0.5, "
+    console().print(table(f"the guard beside a TF-IDF baseline on the same {len(test)} test rows ({at}, "
                           "95% bootstrap intervals; difference paired)", ["task", "", "AUPRC", "ROC-AUC", "F1"], rows))
