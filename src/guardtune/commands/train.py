@@ -9,6 +9,7 @@ examples:
   guardtune train configs/cpu/toxicchat-minilm-lora.yaml output_dir=runs/r32 method.r=32 training.lr=1e-4
   guardtune train method.name=dora training.epochs=2        (the defaults, with DoRA)
   guardtune train CONFIG --resume                           (continue a killed run from its last checkpoint)
+  guardtune train CONFIG calibrate.data=validation          (also choose thresholds, saved in the run)
   accelerate launch --num_processes 2 -m guardtune train CONFIG      (data-parallel, same config)
 
 methods: full, freeze (method.top_k, method.cache_trunk), lora, dora, pissa, qlora (CUDA), adalora,
