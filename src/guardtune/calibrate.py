@@ -13,11 +13,12 @@ test.
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import numpy as np
 
-from guardtune.guard import TEMPERATURE_RANGE, Scores, scale  # one temperature formula, here and in Thresholds
+from guardtune.guard import TEMPERATURE_RANGE, Scores, Thresholds, scale  # one temperature formula, here and there
 
 STRATEGIES = ("max_f1", "fpr", "recall")
 
@@ -112,6 +113,16 @@ def calibrate(raw: Scores, examples: list, strategy: str = "max_f1", target: flo
                             "at_threshold": {k: binary(y, q, thresholds[output])[k] for k in ("f1", "recall", "fpr")}}
     return {"strategy": strategy, "target": target, "thresholds": thresholds, "temperature": temperatures,
             "evidence": evidence}
+
+
+def fit_thresholds(guard: Any, examples: list, strategy: str = "max_f1", target: float | None = None,
+                   temperature: bool = False, data: str = "", **info: Any) -> tuple[Thresholds, dict[str, Any]]:
+    """Thresholds (and temperatures) for any guard, chosen on `examples` (named `data` in their record), and the
+    calibration evidence: what `calibrate:` in a training config does when training ends."""
+    found = calibrate(guard.score(examples, calibrated=False), examples, strategy, target, temperature)
+    record = {"strategy": strategy, "target": target, "data": data, "temperature_scaling": temperature,
+              "created": time.strftime("%Y-%m-%dT%H:%M:%S"), **info}
+    return Thresholds(found["thresholds"], 0.5, found["temperature"], record), found
 
 
 MIN_PER_CLASS = 30  # a language gets its own threshold only with at least this many harmful and benign rows

@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -67,12 +68,13 @@ class LabelSpace:
     def categories(self, field: str) -> tuple[str, ...]:
         return getattr(self, field)
 
+    @cached_property
+    def _scopes(self) -> dict[tuple[str, str], frozenset[str]]:
+        return {(f, src): frozenset(codes) for f, src, codes in self.scopes}
+
     def scope(self, field: str, source: str) -> frozenset[str] | None:
         """The categories of `field` that `source` assigns, or None where every category is known for it."""
-        for f, src, codes in self.scopes:
-            if f == field and src == source:
-                return frozenset(codes)
-        return None
+        return self._scopes.get((field, source))
 
     def index(self, output: str) -> int:
         try:

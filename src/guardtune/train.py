@@ -408,24 +408,14 @@ def calibration_data(cfg: TrainConfig, data: dict[str, Loaded | None]) -> Loaded
     return load_any(cfg.calibrate.data, cfg.data.on_bad_row)
 
 
-def fit_thresholds(guard: Any, cfg: TrainConfig, loaded: Loaded) -> tuple[Any, dict[str, Any]]:
-    """Thresholds (and temperatures) for any guard by the config's `calibrate:` strategy on `loaded`'s rows,
-    and the calibration evidence."""
-    from guardtune.calibrate import calibrate
-    from guardtune.guard import Thresholds
-
-    c, examples = cfg.calibrate, loaded.examples
-    found = calibrate(guard.score(examples, calibrated=False), examples, c.strategy, c.target, c.temperature)
-    info = {"strategy": c.strategy, "target": c.target, "data": loaded.label, "temperature_scaling": c.temperature,
-            "created": time.strftime("%Y-%m-%dT%H:%M:%S"), "by": "train"}
-    return Thresholds(found["thresholds"], 0.5, found["temperature"], info), found
-
-
 def calibrate_run(guard: Guard, cfg: TrainConfig, data: dict[str, Loaded | None], run: Path, log: Any) -> Any:
     """`calibrate:` of the config: thresholds (and temperatures) chosen on its data and saved with the run, as
     `guardtune calibrate RUN` would."""
-    loaded = calibration_data(cfg, data)
-    thresholds, found = fit_thresholds(guard, cfg, loaded)
+    from guardtune.calibrate import fit_thresholds
+
+    c, loaded = cfg.calibrate, calibration_data(cfg, data)
+    thresholds, found = fit_thresholds(guard, loaded.examples, c.strategy, c.target, c.temperature, loaded.label,
+                                       by="train")
     thresholds.save(run)
     _log(log, {"event": "calibrate", **thresholds.info, "rows": len(loaded.examples),
                "evidence": {k: v for k, v in found["evidence"].items() if "/" not in k}})

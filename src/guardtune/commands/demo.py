@@ -49,7 +49,8 @@ def side_by_side(cfg, run_dir) -> None:
     from guardtune.data import load_any
     from guardtune.evaluate import compare, evaluate_set
     from guardtune.report import fmt
-    from guardtune.train import calibration_data, fit_thresholds, read_data
+    from guardtune.calibrate import fit_thresholds
+    from guardtune.train import calibration_data, read_data
     from guardtune.ui import console, table
 
     data = read_data(cfg, run_dir)
@@ -57,8 +58,8 @@ def side_by_side(cfg, run_dir) -> None:
     tfidf = TfidfGuard(name="tfidf").fit(data["train"].examples)
     at = "threshold 0.5"
     if cfg.calibrate.data is not None:  # the baseline's thresholds are chosen as the guard's were, on the same rows
-        loaded = calibration_data(cfg, data)
-        tfidf.thresholds = fit_thresholds(tfidf, cfg, loaded)[0]
+        c, loaded = cfg.calibrate, calibration_data(cfg, data)
+        tfidf.thresholds = fit_thresholds(tfidf, loaded.examples, c.strategy, c.target, c.temperature, loaded.label)[0]
         at = f"thresholds chosen on {loaded.label} by {cfg.calibrate.strategy} for each"
     guards = {"MiniLM guard" if "MiniLM" in cfg.model.name else cfg.model.name: guardtune.load(run_dir),
               "TF-IDF baseline": tfidf}
