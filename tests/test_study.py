@@ -102,6 +102,30 @@ def test_grid_expansion_and_run_identity(tmp_path):
     assert study.run("max_length=48", "lora", "lr=0.01", 1).dirname == lora.dirname  # stable
 
 
+def test_a_numeric_grid_gets_a_learning_curve_plot_of_each_arm(tmp_path, monkeypatch):
+    from guardtune import plots
+    from guardtune.study.markdown import MEAN
+    from guardtune.study.report import _grid_plot
+
+    figures = []
+    monkeypatch.setattr(plots, "_save", lambda fig, path: figures.append(fig) or path)
+    study = load_study(write_study(tmp_path, tmp_path / "model", grid={"model.max_length": [32, 48]}))
+    means = {("max_length=32", "full"): 0.6, ("max_length=48", "full"): 0.7,
+             ("max_length=32", "lora"): 0.5, ("max_length=48", "lora"): 0.8}
+    rows = [{"cell": c, "arm": a, "dataset": d, "output": "prompt_harmful", "metric": "auprc", "mean": m,
+             "ci": (m - 0.05, m + 0.02)} for (c, a), m in means.items() for d in ("all", MEAN)]
+    assert _grid_plot(study, {"rows": rows}, tmp_path / "plots") == [tmp_path / "plots" / "quality_vs_grid.png"]
+    (fig,) = figures
+    panel = fig.axes[0]  # the first test set ("all"), AUPRC: one line per arm over the grid's values
+    lines = {bars.get_label(): bars.lines[0] for bars in panel.containers}
+    assert list(lines["full"].get_xdata()) == [32, 48] and list(lines["full"].get_ydata()) == [0.6, 0.7]
+    assert list(lines["lora"].get_ydata()) == [0.5, 0.8]
+    assert len(fig.axes) == 2  # "all" and the mean of test sets
+    # a grid over names, or over two axes, has no x to plot against
+    named = load_study(write_study(tmp_path, tmp_path / "model", grid={"model.name": ["a", "b"]}))
+    assert _grid_plot(named, {"rows": rows}, tmp_path / "plots") == []
+
+
 @pytest.mark.parametrize("change, message", [
     ({"reference": "qlora"}, "reference 'qlora' is not an arm"),
     ({"seeds": [0, 0]}, "seeds repeat"),

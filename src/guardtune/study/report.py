@@ -235,7 +235,8 @@ def write_report(study: Study, make_plots: bool = True) -> dict[str, Any]:
     results = collect(study)
     write_json(out / "results.json", results)
     write_csv(results, out / "results.csv")
-    plots = _plots(results, out / "plots") if make_plots and results["rows"] else []
+    plots = _plots(results, out / "plots") + _grid_plot(study, results, out / "plots") \
+        if make_plots and results["rows"] else []
     (out / "report.md").write_text(render(study, results, plots), encoding="utf-8")
     return results
 
@@ -274,6 +275,47 @@ def _plots(results: dict[str, Any], folder: Path) -> list[Path]:
                 ax.grid(alpha=0.3)
         paths.append(_save(fig, folder / f"{name}.png"))
     return paths
+
+
+def _grid_plot(study: Study, results: dict[str, Any], folder: Path) -> list[Path]:
+    """With one numeric grid axis (training rows, rank, length...): quality against it, a line per arm with
+    95% intervals, a panel per headline metric and test set (a learning curve, for a grid over data size)."""
+    if len(study.grid) != 1:
+        return []
+    (key, values), = study.grid.items()
+    if not values or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+        return []
+    from guardtune.plots import _plt, _save
+
+    plt = _plt()
+    labels = [cell for cell, _ in study.cells]
+    metrics = headline(results)
+    sets = sorted({r["dataset"] for r in results["rows"] if r["dataset"] != MEAN}) + \
+        ([MEAN] if any(r["dataset"] == MEAN for r in results["rows"]) else [])
+    arms = list(dict.fromkeys(r["arm"] for r in results["rows"]))
+    fig, axes = plt.subplots(len(sets), len(metrics), figsize=(5.2 * len(metrics), 3.4 * len(sets)), squeeze=False)
+    for i, dataset in enumerate(sets):
+        for j, (output, metric) in enumerate(metrics):
+            ax = axes[i][j]
+            for arm in arms:
+                points = []
+                for x, cell in zip(values, labels):
+                    row = next((r for r in results["rows"] if (r["cell"], r["arm"], r["dataset"], r["output"],
+                                                                r["metric"]) == (cell, arm, dataset, output, metric)), None)
+                    if row is not None and row["mean"] is not None:
+                        points.append((x, row["mean"], *(row["ci"] or (row["mean"], row["mean"]))))
+                if points:
+                    xs, ys, lo, hi = map(np.array, zip(*points))
+                    ax.errorbar(xs, ys, yerr=[ys - lo, hi - ys], fmt="o-", capsize=3, label=arm)
+            ax.set_xscale("log")
+            ax.minorticks_off()
+            ax.set_xticks(values, [str(v) for v in values])
+            ax.set_title(f"{label(output, metric)} ({dataset})", fontsize=9)
+            ax.set_xlabel(key)
+            ax.set_ylabel(label(output, metric))
+            ax.grid(alpha=0.3)
+            ax.legend(fontsize=8)
+    return [_save(fig, folder / "quality_vs_grid.png")]
 
 
 def _headline_rows(results: dict[str, Any], cell: str, output: str, metric: str) -> list[dict[str, Any]]:
