@@ -149,6 +149,32 @@ def test_pos_weight_auto_is_negatives_over_positives_per_output(tmp_path, tiny):
     assert train(cfg, show_progress=False).steps == 2
 
 
+def test_pos_weight_per_source_weights_each_sources_positives_as_if_trained_alone(tmp_path, tiny):
+    # a mixture of a rare-positive source (1 toxic in 4) and a balanced one: `auto` over the mixture gives one
+    # weight (8 negatives / 4 positives = 2) to both; `per_source` gives rare's positives 3 and balanced's 1
+    rare = [{"prompt": f"rare prompt {i}", "prompt_harmful": int(i % 4 == 0), "source": "rare"} for i in range(8)]
+    even = [{"prompt": f"even prompt {i}", "prompt_harmful": i % 2, "source": "even"} for i in range(4)]
+    data = tmp_path / "mix.jsonl"
+    data.write_text("\n".join(json.dumps(r) for r in rare + even) + "\n", encoding="utf-8")
+    labels, classifier = LabelSpace(("prompt_harmful",)), kinds.get("classifier")
+    auto = plain_cfg(tiny("bert"), data, tmp_path / "auto", pos_weight="auto", max_steps=2)
+    _, mixed, _ = classifier.encode(auto, labels, load_tokenizer(auto.model), read_data(auto, tmp_path))
+    assert mixed.batch([0, 9], 0)["pos_weight"].tolist() == [2.0]
+    cfg = plain_cfg(tiny("bert"), data, tmp_path / "ps", pos_weight="per_source", max_steps=2)
+    _, train_set, _ = classifier.encode(cfg, labels, load_tokenizer(cfg.model), read_data(cfg, tmp_path))
+    by_source = {ex.source: i for i, ex in enumerate(train_set.examples)}
+    batch = train_set.batch([by_source["rare"], by_source["even"]], 0)
+    assert batch["pos_weight"].tolist() == [[3.0], [1.0]]
+    # a per-row weight in the loss: each row's positive term scaled by its own weight, by hand
+    logits, targets = torch.tensor([[0.4], [-0.2]]), torch.tensor([[1.0], [1.0]])
+    loss = masked_bce(logits, targets, torch.ones(2, 1), pos_weight=batch["pos_weight"]).item()
+    assert loss == pytest.approx((_bce(0.4, 1, 3.0) + _bce(-0.2, 1, 1.0)) / 2, rel=1e-6)
+    assert train(cfg, show_progress=False).steps == 2
+    for bad in ("autoo", 0, -1.0, True):
+        with pytest.raises(ValueError, match="training.pos_weight must be"):
+            config.TrainingConfig(pos_weight=bad)
+
+
 def test_head_lr_sets_the_heads_learning_rate_alone(tiny):
     from guardtune.models.build import build_model
 

@@ -108,6 +108,7 @@ class TrainingConfig:
     max_grad_norm: float | None = 1.0
     mixed_precision: str = "auto"  # auto | no | bf16 | fp16
     pos_weight: str | float | None = None  # None | "auto" (negatives/positives per output, capped at 10) | number
+                                           # | "per_source" (auto within each source of a mixture)
     group_by_length: bool = True
     eval_every: int | None = None  # optimiser steps; None: once per epoch
     save_every: int | None = None  # optimiser steps between resumable checkpoints; None: at each validation
@@ -119,6 +120,12 @@ class TrainingConfig:
     init_from: str | None = None  # a run directory to start from: its adapter (or trained backbone tensors), its
                                   # head when the outputs match, its span head (two-stage training, e.g. labels
                                   # and rationales first, then labels)
+
+    def __post_init__(self) -> None:
+        w = self.pos_weight
+        if not (w is None or w in ("auto", "per_source")
+                or (isinstance(w, (int, float)) and not isinstance(w, bool) and w > 0)):
+            raise ValueError(f"training.pos_weight must be auto, per_source, a number above 0 or null, got {w!r}")
 
 
 @dataclass(frozen=True)

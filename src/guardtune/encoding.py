@@ -67,7 +67,8 @@ class Encoded:
     targets: np.ndarray
     mask: np.ndarray
     lengths: np.ndarray
-    pos_weight: torch.Tensor | None = None  # weight of positives in the loss, per output (training.pos_weight)
+    pos_weight: torch.Tensor | None = None  # weight of positives in the loss (training.pos_weight): per output,
+                                            # or per row and output (`per_source`)
     # span rationales (model.span_head): per example, a 0/1 target and a mask per token (spans.token_labels)
     span_targets: list[np.ndarray] | None = None
     span_mask: list[np.ndarray] | None = None
@@ -77,7 +78,7 @@ class Encoded:
         out["targets"] = torch.from_numpy(self.targets[index])
         out["mask"] = torch.from_numpy(self.mask[index])
         if self.pos_weight is not None:
-            out["pos_weight"] = self.pos_weight
+            out["pos_weight"] = self.pos_weight[index] if self.pos_weight.dim() == 2 else self.pos_weight
         if self.span_targets is not None:
             for key, rows in (("span_targets", self.span_targets), ("span_mask", self.span_mask)):
                 padded = torch.zeros(out["input_ids"].shape, dtype=torch.float32)

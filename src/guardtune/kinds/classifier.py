@@ -166,11 +166,23 @@ def encode_targets(cfg: Any, labels: LabelSpace, data: dict,
 
     train = split(data["train"])
     validation = split(data["validation"]) if data.get("validation") else None
+    if cfg.training.pos_weight == "per_source":
+        table = source_weights(train)
+        for encoded in (train, validation):
+            if encoded is not None:
+                encoded.pos_weight = rows_weight(table, encoded)
+        return cfg, train, validation
     weight = positive_weight(cfg.training.pos_weight, train)
     for encoded in (train, validation):
         if encoded is not None:
             encoded.pos_weight = weight
     return cfg, train, validation
+
+
+def _ratio(targets: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    positives = (targets * mask).sum(0)
+    negatives = ((1 - targets) * mask).sum(0)
+    return np.clip(negatives / np.maximum(positives, 1), 1.0, 10.0)
 
 
 def positive_weight(setting: Any, enc: Any) -> Any:
@@ -181,10 +193,25 @@ def positive_weight(setting: Any, enc: Any) -> Any:
     if setting is None:
         return None
     if setting == "auto":
-        positives = (enc.targets * enc.mask).sum(0)
-        negatives = ((1 - enc.targets) * enc.mask).sum(0)
-        return torch.tensor(np.clip(negatives / np.maximum(positives, 1), 1.0, 10.0), dtype=torch.float32)
+        return torch.tensor(_ratio(enc.targets, enc.mask), dtype=torch.float32)
     return torch.full((enc.targets.shape[1],), float(setting))
+
+
+def source_weights(enc: Any) -> dict[str, np.ndarray]:
+    """`per_source`: `auto` within each source of the training rows (Example.source), so that in a mixture a
+    source whose positives are rare (ToxicChat: 14% toxic) keeps the weighting it would get trained alone,
+    instead of the mixture's overall ratio."""
+    sources = np.array([ex.source or "" for ex in enc.examples], dtype=object)
+    return {name: _ratio(enc.targets[sources == name], enc.mask[sources == name]) for name in sorted(set(sources))}
+
+
+def rows_weight(table: dict[str, np.ndarray], enc: Any) -> Any:
+    """A weight per row and output: its source's, or 1 for a source the training rows did not have."""
+    import torch
+
+    ones = np.ones(enc.targets.shape[1])
+    return torch.tensor(np.stack([table.get(ex.source or "", ones) for ex in enc.examples]).reshape(enc.targets.shape),
+                        dtype=torch.float32)
 
 
 def wrap(model: Any, tokenizer: Any, cfg: Any, thresholds: Thresholds | None = None, name: str = "") -> ClassifierGuard:
