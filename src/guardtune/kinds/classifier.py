@@ -168,14 +168,13 @@ def encode_targets(cfg: Any, labels: LabelSpace, data: dict,
     validation = split(data["validation"]) if data.get("validation") else None
     if cfg.training.pos_weight == "per_source":
         table = source_weights(train)
-        for encoded in (train, validation):
-            if encoded is not None:
-                encoded.pos_weight = rows_weight(table, encoded)
-        return cfg, train, validation
-    weight = positive_weight(cfg.training.pos_weight, train)
+        weigh = lambda encoded: rows_weight(table, encoded)  # noqa: E731
+    else:
+        weight = positive_weight(cfg.training.pos_weight, train)
+        weigh = lambda encoded: weight  # noqa: E731
     for encoded in (train, validation):
         if encoded is not None:
-            encoded.pos_weight = weight
+            encoded.pos_weight = weigh(encoded)
     return cfg, train, validation
 
 
@@ -210,8 +209,8 @@ def rows_weight(table: dict[str, np.ndarray], enc: Any) -> Any:
     import torch
 
     ones = np.ones(enc.targets.shape[1])
-    return torch.tensor(np.stack([table.get(ex.source or "", ones) for ex in enc.examples]).reshape(enc.targets.shape),
-                        dtype=torch.float32)
+    rows = np.array([table.get(ex.source or "", ones) for ex in enc.examples], dtype=np.float32)
+    return torch.from_numpy(rows.reshape(enc.targets.shape))  # reshape: an empty split is (0, outputs)
 
 
 def wrap(model: Any, tokenizer: Any, cfg: Any, thresholds: Thresholds | None = None, name: str = "") -> ClassifierGuard:

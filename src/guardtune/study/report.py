@@ -293,6 +293,7 @@ def _grid_plot(study: Study, results: dict[str, Any], folder: Path) -> list[Path
     sets = sorted({r["dataset"] for r in results["rows"] if r["dataset"] != MEAN}) + \
         ([MEAN] if any(r["dataset"] == MEAN for r in results["rows"]) else [])
     arms = list(dict.fromkeys(r["arm"] for r in results["rows"]))
+    found = {(r["cell"], r["arm"], r["dataset"], r["output"], r["metric"]): r for r in results["rows"]}
     fig, axes = plt.subplots(len(sets), len(metrics), figsize=(5.2 * len(metrics), 3.4 * len(sets)), squeeze=False)
     for i, dataset in enumerate(sets):
         for j, (output, metric) in enumerate(metrics):
@@ -300,8 +301,7 @@ def _grid_plot(study: Study, results: dict[str, Any], folder: Path) -> list[Path
             for arm in arms:
                 points = []
                 for x, cell in zip(values, labels):
-                    row = next((r for r in results["rows"] if (r["cell"], r["arm"], r["dataset"], r["output"],
-                                                                r["metric"]) == (cell, arm, dataset, output, metric)), None)
+                    row = found.get((cell, arm, dataset, output, metric))
                     if row is not None and row["mean"] is not None:
                         points.append((x, row["mean"], *(row["ci"] or (row["mean"], row["mean"]))))
                 if points:
