@@ -15,7 +15,7 @@ TF-IDF baseline does less well than a pretrained encoder. The English templates 
 words alone mislead: look-alikes (a harmful template's words with a harmless meaning: "steal a base in
 baseball"), harmful prompts without the usual trigger words, and paraphrases (an earlier template's meaning in
 other words, its own group, so it may land in another split than the original). Each template's fills get its
-group; `scripts/demo_template_bootstrap.py` resamples those groups for an interval over templates.
+group, and `guardtune demo` resamples those groups for its intervals over templates.
 """
 
 from __future__ import annotations

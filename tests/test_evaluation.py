@@ -121,6 +121,31 @@ def test_paired_comparison_in_the_report(tfidf_run, tmp_path, tiny):
     assert "paired bootstrap" in (out / "report.md").read_text()
 
 
+def test_eval_bootstrap_by_group_resamples_the_demo_templates(tfidf_run, tmp_path):
+    """`--bootstrap-by group`: the interval resamples whole templates (the demo's groups), which is wider than
+    the row interval on the same rows, and the comparison is paired over the same templates."""
+    from sklearn.metrics import average_precision_score
+
+    widths = {}
+    for by in ("row", "group"):
+        out = tmp_path / by
+        assert main(["eval", str(tfidf_run), "--data", "demo:test", "--compare", str(tfidf_run), "--bootstrap", "300",
+                     "--bootstrap-by", by, "--no-plots", "--out", str(out)]) == 0
+        results = json.loads((out / "metrics.json").read_text())
+        harm = results["datasets"]["demo:test"]["tasks"]["prompt_harmful"]
+        low, high = harm["ci95"]["auprc"]
+        widths[by] = high - low
+        assert results["bootstrap_by"] == by and low <= harm["at_0.5"]["auprc"] <= high
+        assert results["comparison"]["demo:test"]["prompt_harmful"]["auprc"]["difference"] == 0
+    test = [ex for ex in load("demo:test").examples if ex.prompt_harmful is not None]
+    assert harm["groups"] == len({ex.group for ex in test}) < len(test)
+    scores = guardtune.load(tfidf_run).score(test, calibrated=False)
+    y = np.array([ex.prompt_harmful for ex in test])
+    assert harm["at_0.5"]["auprc"] == pytest.approx(average_precision_score(y, scores["prompt_harmful"]))
+    assert widths["group"] > 1.2 * widths["row"]
+    assert f"resample its {harm['groups']} groups" in (tmp_path / "group" / "report.md").read_text()
+
+
 def test_temperature_scaling_never_changes_the_ranking():
     """On separable, overconfident float32 scores (the demo's case) an unbounded fit ran T down to 0.05 and the
     rescaled scores saturated into ties, so AUPRC fell. Now T stays in range, and for any T in range the order

@@ -106,3 +106,45 @@ def test_paired_bootstrap_detects_a_real_difference_and_not_a_null_one():
     assert better["difference"] > 0.3 and better["p_value"] < 0.01 and better["ci"][0] > 0
     same = metrics.paired_bootstrap(metrics.roc_auc_draws, y, good, good.copy(), n=300, seed=0)
     assert same["difference"] == 0 and same["p_value"] == 1.0
+
+
+def test_clusters_of_shares_a_cluster_per_group_and_keeps_ungrouped_rows_apart():
+    assert metrics.clusters_of(["a", "b", "a", "", "", "b"]).tolist() == [0, 1, 0, 2, 3, 1]
+
+
+def test_a_cluster_bootstrap_resamples_whole_groups():
+    """Each draw gives every row of a group its group's count, and the counts are a resample of the groups."""
+    clusters = metrics.clusters_of(["t0", "t0", "t1", "t2", "t2", "t2"])
+    W = metrics.resample_weights(6, 300, seed=3, clusters=clusters)
+    assert (W[:, 0] == W[:, 1]).all() and (W[:, 3] == W[:, 4]).all() and (W[:, 4] == W[:, 5]).all()
+    assert (W[:, [0, 2, 3]].sum(axis=1) == 3).all()  # three groups drawn per resample
+    assert np.array_equal(np.concatenate(list(metrics.weight_chunks(6, 300, 3, clusters))), W)
+    singletons = metrics.clusters_of([f"r{i}" for i in range(6)])  # a group per row is the row bootstrap
+    assert np.array_equal(metrics.resample_weights(6, 50, 9, singletons), metrics.resample_weights(6, 50, 9))
+
+
+def test_copies_of_a_row_do_not_narrow_a_cluster_interval():
+    """Forty rows, each copied ten times: resampling the copies as rows makes the interval about sqrt(10)
+    narrower than the forty rows warrant; resampling them as groups gives exactly the forty rows' interval
+    (the counts are the same draws, and AUPRC does not change when every weight is multiplied by ten)."""
+    from sklearn.metrics import average_precision_score
+
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, 40)
+    p = np.clip(y * 0.3 + rng.random(40) * 0.7, 0, 1)
+    y10, p10 = np.repeat(y, 10), np.repeat(p, 10)
+    groups = np.repeat([f"t{i}" for i in range(40)], 10)
+    distinct = metrics.bootstrap_binary(y, p, 0.5, n=400, seed=5)["auprc"]
+    as_groups = metrics.bootstrap_binary(y10, p10, 0.5, n=400, seed=5, clusters=metrics.clusters_of(groups))["auprc"]
+    as_rows = metrics.bootstrap_binary(y10, p10, 0.5, n=400, seed=5)["auprc"]
+    assert as_groups == pytest.approx(distinct, abs=1e-12)
+    assert (as_rows[1] - as_rows[0]) < 0.6 * (as_groups[1] - as_groups[0])
+    W = metrics.resample_weights(40, 400, 5)  # the reference: sklearn on the same draws of the forty rows
+    reference = [average_precision_score(y, p, sample_weight=w) for w in W if 0 < (w * y).sum() < w.sum()]
+    assert as_groups == pytest.approx((np.percentile(reference, 2.5), np.percentile(reference, 97.5)), abs=1e-9)
+    other = np.repeat(rng.random(40), 10)
+    by_group = metrics.paired_bootstrap(metrics.auprc_draws, y10, p10, other, n=400, seed=5,
+                                        clusters=metrics.clusters_of(groups))
+    by_row = metrics.paired_bootstrap(metrics.auprc_draws, y10, p10, other, n=400, seed=5)
+    assert by_group["difference"] == by_row["difference"] and by_group["resamples"] == 400
+    assert (by_group["ci"][1] - by_group["ci"][0]) > 1.5 * (by_row["ci"][1] - by_row["ci"][0])

@@ -31,29 +31,42 @@ class TaskArrays:
     prob: np.ndarray
     threshold: float
     languages: list[str] = field(default_factory=list)
+    clusters: np.ndarray | None = None  # each row's group, when intervals resample groups (bootstrap_by="group")
+
+
+BOOTSTRAP_BY = ("row", "group")
 
 
 def evaluate_set(guard: Guard, examples: Sequence[Example], n_boot: int = 1000, seed: int = 0,
-                 show_progress: bool = True) -> tuple[dict[str, Any], dict[str, TaskArrays]]:
+                 show_progress: bool = True, bootstrap_by: str = "row") -> tuple[dict[str, Any], dict[str, TaskArrays]]:
+    """Every metric of `guard` on `examples`, with intervals that resample rows or, with bootstrap_by="group",
+    whole groups (`Example.group`: one template's fills, one prompt's translations), which is the honest interval
+    when rows of a group are not independent draws."""
+    if bootstrap_by not in BOOTSTRAP_BY:
+        raise ValueError(f"bootstrap_by is one of {', '.join(BOOTSTRAP_BY)}, not {bootstrap_by!r}")
     scores = guard.score(examples, show_progress=show_progress)
     calibrated = guard.thresholds.values
-    result: dict[str, Any] = {"n": len(examples), "tasks": {}, "categories": {}}
+    result: dict[str, Any] = {"n": len(examples), "tasks": {}, "categories": {}, "bootstrap_by": bootstrap_by}
     arrays: dict[str, TaskArrays] = {}
     for task in guard.labels.tasks:
         rows, y, p = metrics.labelled(examples, scores, task)
         if not rows:
             continue
         threshold = guard.thresholds[task]
+        labelled_rows = [examples[i] for i in rows]
+        clusters = metrics.clusters_of([ex.group for ex in labelled_rows]) if bootstrap_by == "group" else None
         entry: dict[str, Any] = {"at_0.5": metrics.binary(y, p, 0.5)}
         if task in calibrated:
             entry["at_calibrated"] = metrics.binary(y, p, threshold)
         entry["threshold"] = threshold
         entry["calibration"] = reliability(y, p)  # expected calibration error and the diagram's bins
-        entry["ci95"] = metrics.bootstrap_binary(y, p, threshold, n_boot, seed) if n_boot else {}
-        entry["slices"] = slices([examples[i] for i in rows], y, p, threshold, task, guard.thresholds,
-                                 min(n_boot, SLICE_DRAWS), seed)
+        if clusters is not None:
+            entry["groups"] = int(clusters.max()) + 1
+        entry["ci95"] = metrics.bootstrap_binary(y, p, threshold, n_boot, seed, clusters=clusters) if n_boot else {}
+        entry["slices"] = slices(labelled_rows, y, p, threshold, task, guard.thresholds, min(n_boot, SLICE_DRAWS),
+                                 seed, by_group=clusters is not None)
         result["tasks"][task] = entry
-        arrays[task] = TaskArrays(y, p, threshold, [examples[i].language for i in rows])
+        arrays[task] = TaskArrays(y, p, threshold, [ex.language for ex in labelled_rows], clusters)
     for field_name in CATEGORY_FIELDS:
         rows, true, probs, codes = metrics.labelled_sets(examples, scores, field_name)
         if rows:
@@ -107,7 +120,7 @@ MIN_SLICE_CLASS = 30  # a slice with fewer harmful or benign rows is marked too 
 
 
 def slices(examples: Sequence[Example], y: np.ndarray, p: np.ndarray, threshold: float, task: str,
-           thresholds: Any = None, n_boot: int = 0, seed: int = 0) -> dict:
+           thresholds: Any = None, n_boot: int = 0, seed: int = 0, by_group: bool = False) -> dict:
     """Metrics per language and per source (and per category), with bootstrap intervals. A language slice is
     judged at that language's own threshold when calibration gave it one (`calibrate --per language`). A
     slice with fewer than MIN_SLICE_CLASS harmful or benign rows says so (`too_small`): its rank metrics would
@@ -123,7 +136,9 @@ def slices(examples: Sequence[Example], y: np.ndarray, p: np.ndarray, threshold:
                 m = metrics.binary(yv, pv, own)
                 m["too_small"] = min(m["positives"], m["n"] - m["positives"]) < MIN_SLICE_CLASS
                 if n_boot and not m["too_small"]:
-                    m["ci95"] = metrics.bootstrap_binary(yv, pv, own, n_boot, seed)
+                    inside = [ex.group for ex, keep in zip(examples, values == v) if keep]
+                    clusters = metrics.clusters_of(inside) if by_group else None
+                    m["ci95"] = metrics.bootstrap_binary(yv, pv, own, n_boot, seed, clusters=clusters)
                 out[key][v] = m
     field_name = CATEGORY_OF_TASK.get(task)
     if field_name:
@@ -138,15 +153,16 @@ def slices(examples: Sequence[Example], y: np.ndarray, p: np.ndarray, threshold:
 
 def compare(a: dict[str, TaskArrays], b: dict[str, TaskArrays], n_boot: int = 1000, seed: int = 0) -> dict:
     """Paired bootstrap of guard B against guard A on the same rows, per task: AUPRC and F1 at each one's own
-    threshold."""
+    threshold. Whole groups are resampled when A's arrays carry clusters (evaluate_set(bootstrap_by="group"))."""
     out = {}
     for task in sorted(set(a) & set(b)):
         y = a[task].y
         if len(y) != len(b[task].y) or (y != b[task].y).any():
             continue
-        ta, tb = a[task].threshold, b[task].threshold
-        out[task] = {"auprc": metrics.paired_bootstrap(metrics.auprc_draws, y, a[task].prob, b[task].prob, n_boot, seed),
+        ta, tb, clusters = a[task].threshold, b[task].threshold, a[task].clusters
+        out[task] = {"auprc": metrics.paired_bootstrap(metrics.auprc_draws, y, a[task].prob, b[task].prob, n_boot,
+                                                       seed, clusters),
                      "f1": metrics.paired_bootstrap(lambda y_, flagged, W: metrics.f1_draws(y_, flagged >= 0.5, W),
                                                     y, (a[task].prob >= ta).astype(float),
-                                                    (b[task].prob >= tb).astype(float), n_boot, seed)}
+                                                    (b[task].prob >= tb).astype(float), n_boot, seed, clusters)}
     return out

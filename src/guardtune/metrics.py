@@ -118,17 +118,36 @@ def categories(true: Sequence[set[str]], prob: np.ndarray, codes: Sequence[str],
 DRAW_CHUNK = 100  # draws computed together (memory: chunk x rows floats)
 
 
-def resample_weights(n: int, draws: int, seed: int) -> np.ndarray:
-    """`draws` resamples of n rows with replacement, as counts per row [draws, n]."""
-    rng = np.random.default_rng(seed)
-    return rng.multinomial(n, np.full(n, 1.0 / n), size=draws).astype(np.float64)
+def clusters_of(groups: Sequence[str]) -> np.ndarray:
+    """Each row's cluster for a cluster bootstrap, as integers 0..G-1 in order of first appearance: rows that
+    share a non-empty group (one template's fills, one prompt's translations or responses) share a cluster;
+    a row without a group is a cluster of its own."""
+    index: dict[str, int] = {}
+    out = np.empty(len(groups), dtype=np.int64)
+    for i, group in enumerate(groups):
+        key = f"g:{group}" if group else f"row:{i}"
+        out[i] = index.setdefault(key, len(index))
+    return out
 
 
-def weight_chunks(n: int, draws: int, seed: int):
-    """The same draws as resample_weights(n, draws, seed), a chunk at a time."""
+def _draw(rng: np.random.Generator, n: int, size: int, clusters: np.ndarray | None) -> np.ndarray:
+    if clusters is None:
+        return rng.multinomial(n, np.full(n, 1.0 / n), size=size).astype(np.float64)
+    g = int(clusters.max()) + 1 if len(clusters) else 0
+    return rng.multinomial(g, np.full(g, 1.0 / g), size=size).astype(np.float64)[:, clusters]
+
+
+def resample_weights(n: int, draws: int, seed: int, clusters: np.ndarray | None = None) -> np.ndarray:
+    """`draws` resamples of n rows with replacement, as counts per row [draws, n]. With `clusters`
+    (`clusters_of`), whole clusters are resampled instead: a row's count is its cluster's."""
+    return _draw(np.random.default_rng(seed), n, draws, clusters)
+
+
+def weight_chunks(n: int, draws: int, seed: int, clusters: np.ndarray | None = None):
+    """The same draws as resample_weights(n, draws, seed, clusters), a chunk at a time."""
     rng = np.random.default_rng(seed)
     for start in range(0, draws, DRAW_CHUNK):
-        yield rng.multinomial(n, np.full(n, 1.0 / n), size=min(DRAW_CHUNK, draws - start)).astype(np.float64)
+        yield _draw(rng, n, min(DRAW_CHUNK, draws - start), clusters)
 
 
 def weighted_counts(y: np.ndarray, flagged: np.ndarray, W: np.ndarray) -> tuple[np.ndarray, ...]:
@@ -205,9 +224,10 @@ def binary_draws(y: np.ndarray, prob: np.ndarray, threshold: float, W: np.ndarra
 
 
 def bootstrap_binary(y: np.ndarray, prob: np.ndarray, threshold: float, n: int = 1000, seed: int = 0,
-                     level: float = 0.95) -> dict[str, tuple[float, float] | None]:
-    """Percentile intervals for the main binary metrics, all from the same resamples (seeded)."""
-    parts = [binary_draws(y, prob, threshold, W) for W in weight_chunks(len(y), n, seed)]
+                     level: float = 0.95, clusters: np.ndarray | None = None) -> dict[str, tuple[float, float] | None]:
+    """Percentile intervals for the main binary metrics, all from the same resamples (seeded); of rows, or of
+    whole clusters when `clusters` is given."""
+    parts = [binary_draws(y, prob, threshold, W) for W in weight_chunks(len(y), n, seed, clusters)]
     return {k: percentile_interval(np.concatenate([part[k] for part in parts]), level) for k in CI_METRICS}
 
 
@@ -215,13 +235,13 @@ Draws = Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]  # (y, p, W) 
 
 
 def paired_bootstrap(metric: Draws, y: np.ndarray, prob_a: np.ndarray, prob_b: np.ndarray, n: int = 1000,
-                     seed: int = 0) -> dict[str, Any]:
+                     seed: int = 0, clusters: np.ndarray | None = None) -> dict[str, Any]:
     """Compare two guards on the same rows: the difference metric(b) - metric(a), its 95% interval and a
-    two-sided p-value, from the same resampled rows for both guards."""
+    two-sided p-value, from the same resampled rows (or whole clusters) for both guards."""
     one = np.ones((1, len(y)))
     a, b = (float(metric(y, prob, one)[0]) for prob in (prob_a, prob_b))
     a, b = (None if np.isnan(v) else v for v in (a, b))
-    diffs = np.concatenate([metric(y, prob_b, W) - metric(y, prob_a, W) for W in weight_chunks(len(y), n, seed)])
+    diffs = np.concatenate([metric(y, prob_b, W) - metric(y, prob_a, W) for W in weight_chunks(len(y), n, seed, clusters)])
     diffs = diffs[~np.isnan(diffs)]
     p = min(1.0, 2 * min((diffs <= 0).mean(), (diffs >= 0).mean())) if len(diffs) else None
     return {"a": a, "b": b, "difference": None if a is None or b is None else b - a,

@@ -15,9 +15,12 @@ NOTES = """\
 Conventions: **F1 is positive-class F1** (the harmful / refusal class); macro-F1, the mean of both classes'
 F1, is a different and kinder number and is labelled as such. Category **Jaccard is per sample, averaged over
 samples**, and a sample with no true and no predicted category scores 1. Intervals are 95% percentile
-bootstraps over rows (seeded). A set with only harmful items (positives only) has no precision, FPR, F1 or
+bootstraps over {over} (seeded). A set with only harmful items (positives only) has no precision, FPR, F1 or
 AUPRC: only recall (the share caught) is reported for it. AUPRC treats tied scores as one threshold.
 """
+OVER = {"row": "rows", "group": ("groups: every row of a group (one template's fills, one prompt's translations "
+                                 "or responses) is resampled with it, so rows that are not independent draws do "
+                                 "not narrow the interval")}
 
 
 def fmt(value: Any, ci: tuple[float, float] | None = None) -> str:
@@ -38,7 +41,7 @@ def main_metrics(entry: dict[str, Any]) -> dict[str, Any]:
 def write(results: dict[str, Any], arrays: dict[str, dict], out: Path, make_plots: bool = True) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     (out / "metrics.json").write_text(json.dumps(results, indent=1, default=_json) + "\n", encoding="utf-8")
-    lines = [f"# Evaluation of {results['guard']}", "", NOTES]
+    lines = [f"# Evaluation of {results['guard']}", "", NOTES.format(over=OVER[results.get("bootstrap_by", "row")])]
     for label, data in results["datasets"].items():
         lines += dataset_section(label, data, arrays.get(label, {}), out, make_plots)
     if results.get("comparison"):
@@ -61,6 +64,8 @@ def dataset_section(label: str, data: dict[str, Any], arrays: dict, out: Path, m
                      f"| {fmt(m['recall_at_1pct_fpr'])} | {fmt(m['recall_at_5pct_fpr'])} |")
         if m.get("note"):
             notes.append(f"- {task}: {m['note']}.")
+        if "groups" in entry:
+            notes.append(f"- {task}: intervals resample its {entry['groups']} groups of {m['n']} rows.")
         notes.append(f"- {task}: expected calibration error (ECE, 10 bins) {entry['calibration']['ece']:.3f}.")
         if "at_calibrated" in entry:
             base = entry["at_0.5"]

@@ -7,7 +7,8 @@ multilingual demo set, keeps the best validation step, and prints metrics on the
 
 Then a TF-IDF + logistic regression baseline trained on the same rows is scored on the same test rows, and the
 two are printed side by side with 95% bootstrap intervals and the paired difference: a number means something
-only beside what a simple baseline gets. Each one's thresholds are chosen on the demo's validation split (best
+only beside what a simple baseline gets. The intervals resample whole test templates (a template's fills are not
+independent draws; `guardtune eval --bootstrap-by group` does the same for any data with groups). Each one's thresholds are chosen on the demo's validation split (best
 F1; the guard's are saved with the run as thresholds.json), so F1 compares the two at thresholds of their own;
 `calibrate.data=null` compares them at 0.5. The demo's test prompts come from templates its training split never
 saw (`guardtune data check demo:train demo:test` finds no duplicates).
@@ -63,7 +64,9 @@ def side_by_side(cfg, run_dir) -> None:
         at = f"thresholds chosen on {loaded.label} by {cfg.calibrate.strategy} for each"
     guards = {"MiniLM guard" if "MiniLM" in cfg.model.name else cfg.model.name: guardtune.load(run_dir),
               "TF-IDF baseline": tfidf}
-    results = {name: evaluate_set(g, test, n_boot=1000, show_progress=False) for name, g in guards.items()}
+    # a template's fills are not independent draws: the intervals resample whole test templates (Example.group)
+    results = {name: evaluate_set(g, test, n_boot=1000, show_progress=False, bootstrap_by="group")
+               for name, g in guards.items()}
     (first, (a_res, a_arr)), (second, (b_res, b_arr)) = results.items()
     paired = compare(a_arr, b_arr)
     rows = []
@@ -76,5 +79,7 @@ def side_by_side(cfg, run_dir) -> None:
         if task in paired and paired[task]["auprc"]["difference"] is not None:
             d = paired[task]["auprc"]
             rows.append((task, f"{second} - {first}", fmt(d["difference"], d["ci"]), "", f"p = {fmt(d['p_value'])}"))
-    console().print(table(f"the guard beside a TF-IDF baseline on the same {len(test)} test rows ({at}, "
-                          "95% bootstrap intervals; difference paired)", ["task", "", "AUPRC", "ROC-AUC", "F1"], rows))
+    templates = len({ex.group for ex in test})
+    console().print(table(f"the guard beside a TF-IDF baseline on the same {len(test)} test rows ({at}; 95% bootstrap "
+                          f"intervals over the {templates} test templates; difference paired)",
+                          ["task", "", "AUPRC", "ROC-AUC", "F1"], rows))

@@ -36,6 +36,9 @@ def add_parser(commands) -> None:
     p.add_argument("--out", help="output directory (default: the run directory)")
     p.add_argument("--compare", metavar="RUN", help="a second guard: paired bootstrap against this one")
     p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the 95%% intervals (0: none)")
+    p.add_argument("--bootstrap-by", choices=("row", "group"), default="row",
+                   help="what the intervals resample: rows, or whole groups (a template's fills, a prompt's "
+                        "translations or responses: rows that are not independent draws); default row")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-plots", action="store_true")
     p.add_argument("--on-bad-row", choices=("error", "skip"), default="error",
@@ -116,7 +119,7 @@ def run_eval(args: argparse.Namespace) -> int:
     if isinstance(guard, Rewriter):
         return run_detox_eval(args, guard, other, out)
     results = {"guard": str(args.guard), "thresholds": "calibrated" if guard.thresholds.values else "0.5",
-               "bootstrap": args.bootstrap, "seed": args.seed, "datasets": {}}
+               "bootstrap": args.bootstrap, "bootstrap_by": args.bootstrap_by, "seed": args.seed, "datasets": {}}
     arrays = {}
     comparison = {}
     rejects = None
@@ -125,7 +128,7 @@ def run_eval(args: argparse.Namespace) -> int:
         rejects.unlink(missing_ok=True)  # this evaluation's rejects only
     for loaded in load_sets(args.data, args.on_bad_row, rejects):
         results["datasets"][loaded.label], arrays[loaded.label] = evaluate.evaluate_set(
-            guard, loaded.examples, args.bootstrap, args.seed)
+            guard, loaded.examples, args.bootstrap, args.seed, bootstrap_by=args.bootstrap_by)
         report_ = loaded.report
         results["datasets"][loaded.label]["intake"] = {
             "read": report_.read, "accepted": report_.accepted, "rejected": report_.rejected,
