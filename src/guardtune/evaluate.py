@@ -38,7 +38,8 @@ BOOTSTRAP_BY = ("row", "group")
 
 
 def evaluate_set(guard: Guard, examples: Sequence[Example], n_boot: int = 1000, seed: int = 0,
-                 show_progress: bool = True, bootstrap_by: str = "row") -> tuple[dict[str, Any], dict[str, TaskArrays]]:
+                 show_progress: bool = True,
+                 bootstrap_by: str = "row") -> tuple[dict[str, Any], dict[str, TaskArrays]]:
     """Every metric of `guard` on `examples`, with intervals that resample rows or, with bootstrap_by="group",
     whole groups (`Example.group`: one template's fills, one prompt's translations), which is the honest interval
     when rows of a group are not independent draws."""
@@ -64,7 +65,7 @@ def evaluate_set(guard: Guard, examples: Sequence[Example], n_boot: int = 1000, 
             entry["groups"] = int(clusters.max()) + 1
         entry["ci95"] = metrics.bootstrap_binary(y, p, threshold, n_boot, seed, clusters=clusters) if n_boot else {}
         entry["slices"] = slices(labelled_rows, y, p, threshold, task, guard.thresholds, min(n_boot, SLICE_DRAWS),
-                                 seed, by_group=clusters is not None)
+                                 seed, clusters)
         result["tasks"][task] = entry
         arrays[task] = TaskArrays(y, p, threshold, [ex.language for ex in labelled_rows], clusters)
     for field_name in CATEGORY_FIELDS:
@@ -120,7 +121,7 @@ MIN_SLICE_CLASS = 30  # a slice with fewer harmful or benign rows is marked too 
 
 
 def slices(examples: Sequence[Example], y: np.ndarray, p: np.ndarray, threshold: float, task: str,
-           thresholds: Any = None, n_boot: int = 0, seed: int = 0, by_group: bool = False) -> dict:
+           thresholds: Any = None, n_boot: int = 0, seed: int = 0, clusters: np.ndarray | None = None) -> dict:
     """Metrics per language and per source (and per category), with bootstrap intervals. A language slice is
     judged at that language's own threshold when calibration gave it one (`calibrate --per language`). A
     slice with fewer than MIN_SLICE_CLASS harmful or benign rows says so (`too_small`): its rank metrics would
@@ -136,9 +137,8 @@ def slices(examples: Sequence[Example], y: np.ndarray, p: np.ndarray, threshold:
                 m = metrics.binary(yv, pv, own)
                 m["too_small"] = min(m["positives"], m["n"] - m["positives"]) < MIN_SLICE_CLASS
                 if n_boot and not m["too_small"]:
-                    inside = [ex.group for ex, keep in zip(examples, values == v) if keep]
-                    clusters = metrics.clusters_of(inside) if by_group else None
-                    m["ci95"] = metrics.bootstrap_binary(yv, pv, own, n_boot, seed, clusters=clusters)
+                    inside = None if clusters is None else np.unique(clusters[values == v], return_inverse=True)[1]
+                    m["ci95"] = metrics.bootstrap_binary(yv, pv, own, n_boot, seed, clusters=inside)
                 out[key][v] = m
     field_name = CATEGORY_OF_TASK.get(task)
     if field_name:

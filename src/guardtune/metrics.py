@@ -241,7 +241,8 @@ def paired_bootstrap(metric: Draws, y: np.ndarray, prob_a: np.ndarray, prob_b: n
     one = np.ones((1, len(y)))
     a, b = (float(metric(y, prob, one)[0]) for prob in (prob_a, prob_b))
     a, b = (None if np.isnan(v) else v for v in (a, b))
-    diffs = np.concatenate([metric(y, prob_b, W) - metric(y, prob_a, W) for W in weight_chunks(len(y), n, seed, clusters)])
+    diffs = np.concatenate([metric(y, prob_b, W) - metric(y, prob_a, W)
+                            for W in weight_chunks(len(y), n, seed, clusters)])
     diffs = diffs[~np.isnan(diffs)]
     p = min(1.0, 2 * min((diffs <= 0).mean(), (diffs >= 0).mean())) if len(diffs) else None
     return {"a": a, "b": b, "difference": None if a is None or b is None else b - a,

@@ -8,8 +8,9 @@ multilingual demo set, keeps the best validation step, and prints metrics on the
 Then a TF-IDF + logistic regression baseline trained on the same rows is scored on the same test rows, and the
 two are printed side by side with 95% bootstrap intervals and the paired difference: a number means something
 only beside what a simple baseline gets. The intervals resample whole test templates (a template's fills are not
-independent draws; `guardtune eval --bootstrap-by group` does the same for any data with groups). Each one's thresholds are chosen on the demo's validation split (best
-F1; the guard's are saved with the run as thresholds.json), so F1 compares the two at thresholds of their own;
+independent draws; `guardtune eval --bootstrap-by group` does the same for any data with groups). Each one's
+thresholds are chosen on the demo's validation split (best F1; the guard's are saved with the run as
+thresholds.json), so F1 compares the two at thresholds of their own;
 `calibrate.data=null` compares them at 0.5. The demo's test prompts come from templates its training split never
 saw (`guardtune data check demo:train demo:test` finds no duplicates).
 """
