@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -198,11 +199,32 @@ def test_calibrate_at_the_end_of_training_saves_thresholds_that_load_and_eval_us
     assert metrics["recall"] == pytest.approx(flagged[y == 1].mean())
 
 
+def test_calibrate_per_language_in_the_config_saves_what_the_calibrate_command_saves(tmp_path, tiny):
+    cfg = write_config(tmp_path / "c.yaml", tiny("bert"), tmp_path / "run", max_steps=4, eval_every=None)
+    assert main(["train", str(cfg), "--quiet", "calibrate.data=demo:validation", "calibrate.per=language",
+                 "calibrate.min_count=7"]) == 0
+    run, again = tmp_path / "run", tmp_path / "again"
+    at_training = json.loads((run / "thresholds.json").read_text())
+    shutil.copytree(run, again)
+    assert main(["calibrate", str(again), "--data", "demo:validation", "--per", "language", "--min-count", "7"]) == 0
+    by_command = json.loads((again / "thresholds.json").read_text())
+    # demo:validation has en (41 harmful, 36 benign) and de (11, 7) over 7 of each; es and zh have one class
+    assert set(at_training["per_language"]) == {"en", "de"}
+    assert at_training["per"] == by_command["per"] == "language" and at_training["min_count"] == 7
+    assert at_training["thresholds"] == pytest.approx(by_command["thresholds"])
+    for language, own in by_command["per_language"].items():
+        assert at_training["per_language"][language] == pytest.approx(own)
+    assert guardtune.load(run).thresholds.get("prompt_harmful", "de") == pytest.approx(
+        by_command["per_language"]["de"]["prompt_harmful"])
+
+
 @pytest.mark.parametrize("change, message", [
     ({"strategy": "best"}, "calibrate.strategy must be one of"),
     ({"strategy": "fpr"}, "needs a target between 0 and 1"),
     ({"strategy": "recall", "target": 1.5}, "needs a target between 0 and 1"),
     ({"dataset": "x"}, "dataset"),
+    ({"per": "country"}, "calibrate.per must be language"),
+    ({"per": "language", "min_count": 0}, "calibrate.min_count must be a whole number"),
 ])
 def test_a_bad_calibrate_section_is_a_clear_error(change, message):
     with pytest.raises((ValueError, KeyError), match=message):

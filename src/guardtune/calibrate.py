@@ -116,13 +116,24 @@ def calibrate(raw: Scores, examples: list, strategy: str = "max_f1", target: flo
 
 
 def fit_thresholds(guard: Any, examples: list, strategy: str = "max_f1", target: float | None = None,
-                   temperature: bool = False, data: str = "", **info: Any) -> tuple[Thresholds, dict[str, Any]]:
+                   temperature: bool = False, data: Any = "", *, raw: Scores | None = None,
+                   per_language: int | None = None, **info: Any) -> tuple[Thresholds, dict[str, Any]]:
     """Thresholds (and temperatures) for any guard, chosen on `examples` (named `data` in their record), and the
-    calibration evidence: what `calibrate:` in a training config does when training ends."""
-    found = calibrate(guard.score(examples, calibrated=False), examples, strategy, target, temperature)
+    calibration evidence: what `calibrate:` in a training config does when training ends, and what
+    `guardtune calibrate` saves. `raw`: the guard's uncalibrated scores on `examples`, when already computed.
+    `per_language`: also a threshold per language with at least that many harmful and benign rows (the
+    evidence then has "per_language", as `calibrate_per_language` returns it)."""
+    raw = guard.score(examples, calibrated=False) if raw is None else raw
+    found = calibrate(raw, examples, strategy, target, temperature)
     record = {"strategy": strategy, "target": target, "data": data, "temperature_scaling": temperature,
               "created": time.strftime("%Y-%m-%dT%H:%M:%S"), **info}
-    return Thresholds(found["thresholds"], 0.5, found["temperature"], record), found
+    by_language: dict[str, dict[str, float]] = {}
+    if per_language is not None:
+        rescaled = Thresholds(temperature=found["temperature"]).rescale(raw)  # thresholds apply after temperature
+        found["per_language"] = calibrate_per_language(rescaled, examples, strategy, target, per_language)
+        by_language = found["per_language"]["per_language"]
+        record.update(per="language", min_count=per_language)
+    return Thresholds(found["thresholds"], 0.5, found["temperature"], record, by_language), found
 
 
 MIN_PER_CLASS = 30  # a language gets its own threshold only with at least this many harmful and benign rows

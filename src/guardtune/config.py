@@ -136,9 +136,16 @@ class CalibrateConfig:
     strategy: str = "max_f1"  # max_f1 | fpr | recall (see `guardtune calibrate --help`)
     target: float | None = None  # the FPR or recall target of fpr | recall
     temperature: bool = False  # also fit a (bounded) temperature per output
+    per: str | None = None  # language: also a threshold per language (`guardtune calibrate --per language`)
+    min_count: int = 30  # with per: language, the harmful and the benign rows a language needs for its own
 
     def __post_init__(self) -> None:
         from guardtune.calibrate import STRATEGIES
+
+        if self.per not in (None, "language"):
+            raise ValueError(f"calibrate.per must be language or null, got {self.per!r}")
+        if isinstance(self.min_count, bool) or not isinstance(self.min_count, int) or self.min_count < 1:
+            raise ValueError(f"calibrate.min_count must be a whole number of at least 1, got {self.min_count!r}")
 
         if self.strategy not in STRATEGIES:
             raise ValueError(f"calibrate.strategy must be one of {', '.join(STRATEGIES)}, got {self.strategy!r}")

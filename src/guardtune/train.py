@@ -415,7 +415,7 @@ def calibrate_run(guard: Guard, cfg: TrainConfig, data: dict[str, Loaded | None]
 
     c, loaded = cfg.calibrate, calibration_data(cfg, data)
     thresholds, found = fit_thresholds(guard, loaded.examples, c.strategy, c.target, c.temperature, loaded.label,
-                                       by="train")
+                                       per_language=c.min_count if c.per == "language" else None, by="train")
     thresholds.save(run)
     _log(log, {"event": "calibrate", **thresholds.info, "rows": len(loaded.examples),
                "evidence": {k: v for k, v in found["evidence"].items() if "/" not in k}})

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from pathlib import Path
 
 from guardtune.commands import add_trust_argument
@@ -191,7 +190,6 @@ def print_summary(results: dict) -> None:
 def run_calibrate(args: argparse.Namespace) -> int:
     import guardtune
     from guardtune import calibrate, plots
-    from guardtune.guard import Thresholds
 
     run_dir = Path(args.guard)
     if not run_dir.is_dir():
@@ -202,16 +200,10 @@ def run_calibrate(args: argparse.Namespace) -> int:
     guard = guardtune.load(run_dir, trust_remote_code=args.trust_remote_code)
     examples = [ex for loaded in load_sets(args.data) for ex in loaded.examples]
     raw = guard.score(examples, calibrated=False, show_progress=True)
-    found = calibrate.calibrate(raw, examples, args.strategy, args.target, args.temperature)
-    info = {"strategy": args.strategy, "target": args.target, "data": args.data, "temperature_scaling": args.temperature,
-            "created": time.strftime("%Y-%m-%dT%H:%M:%S")}
-    per_language: dict = {}
-    if args.per == "language":
-        rescaled = Thresholds(temperature=found["temperature"]).rescale(raw)
-        by_language = calibrate.calibrate_per_language(rescaled, examples, args.strategy, args.target, args.min_count)
-        per_language = by_language["per_language"]
-        info.update(per="language", min_count=args.min_count)
-    Thresholds(found["thresholds"], 0.5, found["temperature"], info, per_language).save(run_dir)
+    per_language = args.min_count if args.per == "language" else None
+    thresholds, found = calibrate.fit_thresholds(guard, examples, args.strategy, args.target, args.temperature,
+                                                 args.data, raw=raw, per_language=per_language)
+    thresholds.save(run_dir)
     out = run_dir / "calibration"
     lines = ["# Calibration", "", f"Strategy {args.strategy}" + (f", target {args.target}" if args.target else "")
              + f", on {', '.join(args.data)}.", "", "| output | n | positives | threshold | temperature | ECE before "
@@ -235,7 +227,7 @@ def run_calibrate(args: argparse.Namespace) -> int:
     if args.per == "language":
         lines += ["", f"## Per language (own threshold with at least {args.min_count} harmful and benign rows)", "",
                   "| language | task | n | harmful | threshold |", "|---|---|---|---|---|"]
-        for language, tasks in by_language["evidence"].items():
+        for language, tasks in found["per_language"]["evidence"].items():
             for task, e in tasks.items():
                 shown = f"{e['threshold']:.3f}" if e["own"] else f"global ({found['thresholds'].get(task, 0.5):.3f})"
                 lines.append(f"| {language} | {task} | {e['n']} | {e['positives']} | {shown} |")
@@ -246,8 +238,9 @@ def run_calibrate(args: argparse.Namespace) -> int:
                           [(o, f"{e['threshold']:.3f}", f"{e['temperature']:.2f}", f"{e['ece_before']:.3f}",
                             f"{e['ece_after']:.3f}") for o, e in found["evidence"].items()]))
     if args.per == "language":
-        fell_back = sorted(set(by_language["evidence"]) - set(per_language))
-        console().print(f"per-language thresholds for {', '.join(sorted(per_language)) or 'no language'}"
+        own = thresholds.per_language
+        fell_back = sorted(set(found["per_language"]["evidence"]) - set(own))
+        console().print(f"per-language thresholds for {', '.join(sorted(own)) or 'no language'}"
                         + (f"; the global one for {', '.join(fell_back)} (fewer than {args.min_count} harmful or "
                            "benign rows)" if fell_back else "") + f"; see {out / 'report.md'}")
     return 0
