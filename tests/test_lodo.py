@@ -3,6 +3,7 @@ the statistics match scikit-learn and hand-computed values, and a real run on a 
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from pathlib import Path
 
@@ -132,7 +133,7 @@ def test_fold_table_matches_sklearn_and_the_mean_is_over_folds(tmp_path):
     assert mean["recipe-only-alpha"]["p_value"] < 0.05  # a real signal against noise scores
 
 
-def test_a_real_leave_one_out_run_on_a_tiny_model_resumes(tmp_path, tiny):
+def test_a_real_leave_one_out_run_on_a_tiny_model_resumes(tmp_path, tiny, capsys):
     spec = load_lodo(write_lodo(tmp_path, model=tiny("bert")))
     results = lodo_mod.run_lodo(spec)
     out = spec.output_dir
@@ -150,6 +151,25 @@ def test_a_real_leave_one_out_run_on_a_tiny_model_resumes(tmp_path, tiny):
     assert over[("reference-only-alpha", "guard")]["harmless_in_training"] is False
     report = (out / "report.md").read_text()
     assert "| **mean** |" in report and "Over-refusal" in report and "In domain" in report
+
+    # scripts/over_refusal.py on the full run's guard gives the table's figure, and AUPRC as sklearn has it
+    from sklearn.metrics import average_precision_score
+
+    import guardtune
+    from guardtune.data import load
+
+    script = importlib.util.spec_from_file_location("over_refusal", ROOT / "scripts" / "over_refusal.py")
+    module = importlib.util.module_from_spec(script)
+    script.loader.exec_module(module)
+    full = spec.run_dir("full", spec.runs()["full"][0]) / "guard"
+    test_b = str(tmp_path / "tb.jsonl")
+    capsys.readouterr()
+    assert module.main([str(full), "--lodo", str(tmp_path / "lodo.yaml"), "--test", test_b, "--draws", "50"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["over_refusal"]["fpr"] == pytest.approx(over[("full", "guard")]["fpr"])
+    rows = load(test_b).examples
+    p = guardtune.load(full).score(rows, calibrated=False)["prompt_harmful"]
+    assert printed[test_b]["auprc"] == pytest.approx(average_precision_score([ex.prompt_harmful for ex in rows], p))
     stamps = {p: p.stat().st_mtime_ns for p in (out / "runs").glob("*/result.json")}
     assert len(stamps) == 4
     lodo_mod.run_lodo(spec)  # again: nothing is redone

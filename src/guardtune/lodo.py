@@ -351,15 +351,21 @@ def over_refusal_table(lodo: Lodo, scores: dict, draws: int) -> list[dict[str, A
             if HARMLESS not in tests or HARMFUL not in tests:
                 continue
             (y_bad, p_bad), (y_ok, p_ok) = tests[HARMFUL], tests[HARMLESS]
-            p_bad, p_ok = p_bad[y_bad == 1], p_ok[y_ok == 0]
-            rng = np.random.default_rng(7)
-            boot = np.array([fpr_at_recall(rng.choice(p_bad, len(p_bad)), rng.choice(p_ok, len(p_ok)), recall)
-                             for _ in range(draws)])
             out.append({"run": run, "model": model, "harmless_in_training": run not in held_out and
-                        not run.startswith("reference-"), "harmful": int(len(p_bad)), "harmless": int(len(p_ok)),
-                        "threshold": threshold_at_recall(p_bad, recall), "fpr": fpr_at_recall(p_bad, p_ok, recall),
-                        "ci": _interval(boot)})
+                        not run.startswith("reference-"),
+                        **over_refusal(p_bad[y_bad == 1], p_ok[y_ok == 0], recall, draws)})
     return out
+
+
+def over_refusal(p_harmful: np.ndarray, p_harmless: np.ndarray, recall: float, draws: int = 1000) -> dict[str, Any]:
+    """The harmless rows' FPR at the threshold giving `recall` on the harmful rows, with a bootstrap interval
+    that resamples both sets (the threshold moves with the harmful draw)."""
+    rng = np.random.default_rng(7)
+    boot = np.array([fpr_at_recall(rng.choice(p_harmful, len(p_harmful)), rng.choice(p_harmless, len(p_harmless)),
+                                   recall) for _ in range(draws)])
+    return {"harmful": int(len(p_harmful)), "harmless": int(len(p_harmless)),
+            "threshold": threshold_at_recall(p_harmful, recall), "fpr": fpr_at_recall(p_harmful, p_harmless, recall),
+            "ci": _interval(boot)}
 
 
 def in_domain_table(lodo: Lodo, scores: dict, draws: int) -> list[dict[str, Any]]:
