@@ -29,8 +29,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import guardtune
     from guardtune.data.loader import load_any
-    from guardtune.lodo import load_lodo, over_refusal
-    from guardtune.metrics import auprc_draws, percentile_interval, resample_weights
+    from guardtune.lodo import auprc_cell, load_lodo, over_refusal, specs_of
 
     lodo = load_lodo(args.lodo)
     if not lodo.over_refusal:
@@ -43,21 +42,15 @@ def main(argv: list[str] | None = None) -> int:
         y = np.array([np.nan if ex.prompt_harmful is None else ex.prompt_harmful for ex in examples], dtype=float)
         return y, guard.score(examples, calibrated=False, show_progress=True).probs[:, j].astype(np.float64)
 
-    def listed(value) -> list:
-        return value if isinstance(value, list) else [value]
-
-    y_bad, p_bad = scored(listed(lodo.over_refusal["harmful"]))
-    y_ok, p_ok = scored(listed(lodo.over_refusal["harmless"]))
+    y_bad, p_bad = scored(specs_of(lodo.over_refusal["harmful"]))
+    y_ok, p_ok = scored(specs_of(lodo.over_refusal["harmless"]))
     out = {"run": args.run, "recall": lodo.over_refusal["recall"],
            "over_refusal": over_refusal(p_bad[y_bad == 1], p_ok[y_ok == 0], lodo.over_refusal["recall"], args.draws)}
     for spec in args.test:
         y, p = scored([spec])
         known = ~np.isnan(y)
-        y, p = y[known], p[known]
-        W = resample_weights(len(y), args.draws, 2000)
-        out[spec] = {"rows": int(len(y)), "harmful": int(y.sum()),
-                     "auprc": float(auprc_draws(y, p, np.ones((1, len(y))))[0]),
-                     "ci": list(percentile_interval(auprc_draws(y, p, W)) or [])}
+        out[spec] = {"rows": int(known.sum()), "harmful": int(y[known].sum()),
+                     **auprc_cell(y[known], p[known], args.draws, 2000)}
     json.dump(out, sys.stdout, default=float)
     print()
     return 0

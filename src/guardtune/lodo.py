@@ -281,8 +281,17 @@ def _auprc(y: np.ndarray, p: np.ndarray, W: np.ndarray) -> np.ndarray:
     return auprc_draws(y, p.astype(np.float64), W)
 
 
-def _specs(value: Any) -> list[Any]:
+def specs_of(value: Any) -> list[Any]:
+    """A data spec or a list of them, as a list."""
     return value if isinstance(value, list) else [value]
+
+
+def auprc_cell(y: np.ndarray, p: np.ndarray, draws: int, seed: int) -> dict[str, Any]:
+    """AUPRC of `p` on labels `y`, with a 95% bootstrap interval over rows."""
+    from guardtune.metrics import resample_weights
+
+    return {"auprc": float(_auprc(y, p, np.ones((1, len(y))))[0]),
+            "ci": _interval(_auprc(y, p, resample_weights(len(y), draws, seed)))}
 
 
 def fold_table(lodo: Lodo, scores: dict, draws: int) -> dict[str, Any]:
@@ -343,7 +352,7 @@ def over_refusal_table(lodo: Lodo, scores: dict, draws: int) -> list[dict[str, A
     if not lodo.over_refusal:
         return []
     recall = lodo.over_refusal["recall"]
-    harmless = {dataset_of(s) for s in _specs(lodo.over_refusal["harmless"])}
+    harmless = {dataset_of(s) for s in specs_of(lodo.over_refusal["harmless"])}
     held_out = {f"without-{name}" for name, fold in lodo.folds.items() if harmless & set(fold.drop)}
     out = []
     for model, runs in scores.items():
@@ -370,8 +379,6 @@ def over_refusal(p_harmful: np.ndarray, p_harmless: np.ndarray, recall: float, d
 
 def in_domain_table(lodo: Lodo, scores: dict, draws: int) -> list[dict[str, Any]]:
     """The full recipe, its TF-IDF and the references on every fold's test set (seen sources: in-domain)."""
-    from guardtune.metrics import resample_weights
-
     out = []
     for k, name in enumerate(lodo.folds):
         row: dict[str, Any] = {"test": name}
@@ -382,9 +389,8 @@ def in_domain_table(lodo: Lodo, scores: dict, draws: int) -> list[dict[str, Any]
             if pair is None:
                 continue
             y, p = pair
-            W = resample_weights(len(y), draws, 2000 + k)
             row.update(n=int(len(y)), positives=int(y.sum()))
-            row[label] = {"auprc": float(_auprc(y, p, np.ones((1, len(y))))[0]), "ci": _interval(_auprc(y, p, W))}
+            row[label] = auprc_cell(y, p, draws, 2000 + k)
         out.append(row)
     return out
 
